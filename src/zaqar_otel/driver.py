@@ -1,0 +1,92 @@
+"""The OSProfiler driver behind ``connection_string = otel://``.
+
+OSProfiler finds drivers by subclass and name: importing this module (done by
+``import zaqar_otel``) is what makes ``otel://`` known. The driver never raises
+into the traced code: a bad connection string is reported by OSProfiler's own
+``notifier.create`` (which then disables profiling with an error in the log),
+and every notification goes through ``SpanBridge.handle``, which swallows and
+logs (once) whatever goes wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from oslo_config import cfg
+from osprofiler.drivers import base
+
+from zaqar_otel import options
+
+
+def service_name(project: str | None, service: str | None) -> str:
+    """The default service.name: what OSProfiler's init passed (project-service)."""
+    parts = [p for p in (project, service) if p]
+    return "-".join(parts).lower() if parts else "osprofiler"
+
+
+class OTelDriver(base.Driver):
+    """OSProfiler events as OpenTelemetry spans, exported by OTLP."""
+
+    def __init__(
+        self,
+        connection_str: str,
+        project: str | None = None,
+        service: str | None = None,
+        host: str | None = None,
+        conf: cfg.ConfigOpts = cfg.CONF,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            connection_str, project=project, service=service, host=host, conf=conf, **kwargs
+        )
+        # Heavy imports only when the driver is really used.
+        from zaqar_otel import backends, export, provider, quiet, spans
+
+        options.register_opts(conf)
+        self.conf = conf
+        endpoint = export.parse_connection_string(connection_str)
+        quiet.install()
+        existing = provider.sdk_provider()
+        exporter = None
+        if existing is None:
+            inner = export.build_exporter(endpoint)
+            exporter = export.GuardedExporter(inner) if inner is not None else None
+        elif endpoint.url is not None:
+            quiet.LOG.info(
+                "zaqar-otel: this process already has a TracerProvider; spans go where it "
+                "exports, not to %s",
+                endpoint.url,
+            )
+        self.exporter = exporter
+        self.provider, hints, self.built_provider = provider.use_or_build(
+            service_name(project, service), exporter
+        )
+        from zaqar_otel import __version__
+
+        tracer = self.provider.get_tracer("zaqar_otel", __version__)
+        self.bridge = spans.SpanBridge(
+            tracer,
+            hints,
+            skip=self._skip,
+            full_statements=lambda: bool(self._flag("trace_db_statements")),
+        )
+        self.backends = backends.apply(conf.profiler, self.provider)
+        self._sqlalchemy_active: Callable[[], bool] = lambda: backends.active("sqlalchemy")
+
+    @classmethod
+    def get_name(cls) -> str:
+        return "otel"
+
+    def _flag(self, name: str) -> Any:
+        try:
+            return getattr(self.conf.profiler, name)
+        except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
+            return None
+
+    def _skip(self, name: str, info: Mapping[str, Any]) -> bool:
+        # OSProfiler's own SQL events duplicate the OTel SQLAlchemy spans.
+        return "db" in info and self._sqlalchemy_active()
+
+    def notify(self, info: dict[str, Any], **kwargs: Any) -> None:
+        self.bridge.handle(info)

@@ -1,0 +1,185 @@
+"""The TracerProvider the bridge records into, chosen span ids, and the DB gate.
+
+* ``use_or_build(service)``: the process's SDK provider if one is set (say by
+  ``opentelemetry-instrument``), never replaced; otherwise one built from the
+  ``OTEL_*`` environment and made global, ``service`` as default service name.
+* ``HintedIdGenerator``: the SDK takes no span id in ``start_span``; this id
+  generator returns the ids a thread hinted just before the call, so OTel ids
+  equal those derived from OSProfiler's (see ``zaqar_otel.ids``).
+* ``GatedTracerProvider``: handed to the DB instrumentors; its tracers record a
+  span only inside a profiled request (a context the bridge marked), so a
+  database call outside any profiled request exports nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.util import types
+
+PROFILED = context_api.create_key("zaqar_otel.profiled")
+
+
+class HintedIdGenerator(IdGenerator):
+    """Ids hinted by the current thread, else those of the wrapped generator."""
+
+    def __init__(self, fallback: IdGenerator | None = None) -> None:
+        self.fallback = fallback or RandomIdGenerator()
+        self._local = threading.local()
+
+    @contextmanager
+    def hint(self, trace_id: int, span_id: int) -> Iterator[None]:
+        """Ids for the one span started inside this block, in this thread."""
+        self._local.ids = (trace_id, span_id)
+        try:
+            yield
+        finally:
+            self._local.ids = None
+
+    def generate_trace_id(self) -> int:
+        ids = getattr(self._local, "ids", None)
+        return ids[0] if ids else self.fallback.generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        ids = getattr(self._local, "ids", None)
+        if ids:
+            self._local.ids = None
+            return int(ids[1])
+        return self.fallback.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        if getattr(self._local, "ids", None):
+            return False
+        return self.fallback.is_trace_id_random()
+
+
+def resource_for(service: str) -> Resource:
+    """``service`` as default service.name; OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win."""
+    return Resource.create({SERVICE_NAME: service}).merge(OTELResourceDetector().detect())
+
+
+def sdk_provider() -> TracerProvider | None:
+    """The global provider if it is the SDK's."""
+    current = trace.get_tracer_provider()
+    return current if isinstance(current, TracerProvider) else None
+
+
+def use_or_build(
+    service: str, exporter: SpanExporter | None
+) -> tuple[TracerProvider, HintedIdGenerator, bool]:
+    """(provider, its hinted id generator, whether the bridge built it)."""
+    provider = sdk_provider()
+    built = provider is None
+    if provider is None:
+        provider = TracerProvider(resource=resource_for(service), id_generator=HintedIdGenerator())
+        if exporter is not None:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        # Refused (with a warning) if a non-SDK provider was set first: theirs
+        # stays global, the bridge and the DB instrumentors record into this one.
+        trace.set_tracer_provider(provider)
+    generator: IdGenerator = provider.id_generator
+    if not isinstance(generator, HintedIdGenerator):
+        # An existing provider: wrap its generator, so tracers created from now
+        # on (the bridge's among them) take hints; others keep working as before.
+        generator = HintedIdGenerator(generator)
+        provider.id_generator = generator  # type: ignore[assignment]
+    return provider, generator, built
+
+
+def in_profiled_request(context: context_api.Context | None = None) -> bool:
+    return bool(context_api.get_value(PROFILED, context))
+
+
+class GatedTracer(trace.Tracer):
+    """Starts real spans only inside a profiled request; no-op spans elsewhere."""
+
+    def __init__(self, inner: trace.Tracer) -> None:
+        self._inner = inner
+
+    def start_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        if not in_profiled_request(context):
+            return trace.INVALID_SPAN
+        return self._inner.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
+
+
+class GatedTracerProvider(trace.TracerProvider):
+    """Hands out ``GatedTracer``s over the tracers of ``inner``."""
+
+    def __init__(self, inner: trace.TracerProvider) -> None:
+        self.inner = inner
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: types.Attributes = None,
+    ) -> trace.Tracer:
+        return GatedTracer(
+            self.inner.get_tracer(
+                instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+            )
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        # force_flush, shutdown, ...: the real provider's.
+        return getattr(self.inner, name)

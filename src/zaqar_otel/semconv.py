@@ -1,0 +1,151 @@
+"""OSProfiler notification -> span name, kind and attributes (OTel semantic conventions).
+
+OSProfiler ``info`` shapes and what they become:
+
+=============  ======  ==================================================
+info key       kind    name / attributes
+=============  ======  ==================================================
+``request``    SERVER  ``GET`` or ``GET /v2/queues/{queue_name}`` when a route is
+                       known; ``http.request.method``, ``url.path``, ``url.query``,
+                       ``url.scheme``, ``http.route``; at stop
+                       ``http.response.status_code``
+``requests``   CLIENT  ``GET``; ``url.full``, ``server.address``, ``server.port``
+``db``         CLIENT  ``SELECT``...; ``db.operation.name``, ``db.query.text``
+                       (literals replaced by ``?`` unless full capture is on)
+``function``   INTERNAL ``<osprofiler name> <Class.method>``; ``code.function.name``
+anything else  INTERNAL the OSProfiler name
+=============  ======  ==================================================
+
+Every span also gets ``osprofiler.name``, ``osprofiler.id`` (the element UUID),
+``osprofiler.base_id`` and ``host.name``. Other scalar info values are kept
+as ``osprofiler.<key>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+MAX_VALUE = 1024
+_SQL_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+_KNOWN = {"request", "requests", "db", "function", "host", "etype", "message"}
+
+AttributeValue = str | bool | int | float
+
+
+def _text(value: Any, limit: int = MAX_VALUE) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def sanitize_sql(statement: str) -> str:
+    """Replace SQL literals (strings, numbers) by ``?``."""
+    return _SQL_LITERALS.sub("?", statement)
+
+
+def short_function(name: str) -> str:
+    """``zaqar.storage.redis.messages.MessageController.post`` -> ``MessageController.post``."""
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if len(parts) > 1 else name
+
+
+def base_name(notification_name: str) -> str:
+    """``wsgi-start`` -> ``wsgi`` (suffix removed, never other characters)."""
+    for suffix in ("-start", "-stop"):
+        if notification_name.endswith(suffix):
+            return notification_name[: -len(suffix)]
+    return notification_name
+
+
+def _mapping(info: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = info.get(key)
+    return value if isinstance(value, Mapping) else None
+
+
+def describe_start(
+    name: str, info: Mapping[str, Any], full_statements: bool = False
+) -> tuple[str, SpanKind, dict[str, AttributeValue]]:
+    """(span name, kind, attributes) for a ``<name>-start`` notification."""
+    attrs: dict[str, AttributeValue] = {"osprofiler.name": name}
+    host = info.get("host")
+    if isinstance(host, str):
+        attrs["host.name"] = host
+    for key, value in info.items():
+        if key not in _KNOWN and isinstance(value, str | bool | int | float):
+            attrs[f"osprofiler.{key}"] = _text(value) if isinstance(value, str) else value
+
+    request = _mapping(info, "request")
+    if request is not None:
+        method = str(request.get("method") or "HTTP")
+        attrs["http.request.method"] = method
+        for src, dst in (("path", "url.path"), ("query", "url.query"), ("scheme", "url.scheme")):
+            if request.get(src):
+                attrs[dst] = _text(request[src])
+        route = request.get("route")
+        if route:
+            attrs["http.route"] = str(route)
+            return f"{method} {route}", SpanKind.SERVER, attrs
+        return method, SpanKind.SERVER, attrs
+
+    requests = _mapping(info, "requests")
+    if requests is not None:
+        method = str(requests.get("method") or "HTTP")
+        attrs["http.request.method"] = method
+        host_name, port = requests.get("hostname"), requests.get("port")
+        if host_name:
+            attrs["server.address"] = str(host_name)
+        if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+            attrs["server.port"] = int(port)
+        scheme = requests.get("scheme") or "http"
+        url = f"{scheme}://{host_name or ''}"
+        if port:
+            url += f":{port}"
+        url += str(requests.get("path") or "")
+        if requests.get("query"):
+            url += f"?{requests['query']}"
+        attrs["url.full"] = _text(url)
+        return method, SpanKind.CLIENT, attrs
+
+    db = _mapping(info, "db")
+    if db is not None:
+        statement = str(db.get("statement") or "")
+        operation = statement.split(None, 1)[0].upper() if statement.strip() else "QUERY"
+        attrs["db.operation.name"] = operation
+        attrs["db.query.text"] = _text(statement if full_statements else sanitize_sql(statement))
+        if full_statements and db.get("params") is not None:
+            attrs["osprofiler.db.params"] = _text(db["params"])
+        return operation, SpanKind.CLIENT, attrs
+
+    function = _mapping(info, "function")
+    if function is not None and function.get("name"):
+        full = str(function["name"])
+        attrs["code.function.name"] = full
+        for key in ("args", "kwargs"):
+            if key in function:
+                attrs[f"osprofiler.function.{key}"] = _text(function[key])
+        return f"{name} {short_function(full)}", SpanKind.INTERNAL, attrs
+
+    return name, SpanKind.INTERNAL, attrs
+
+
+def describe_stop(
+    info: Mapping[str, Any],
+) -> tuple[dict[str, AttributeValue], tuple[str, str] | None]:
+    """(attributes to add, (error type, message) or None) for a ``-stop`` notification."""
+    attrs: dict[str, AttributeValue] = {}
+    for key in ("function", "db"):
+        section = _mapping(info, key)
+        if section is not None and section.get("result") is not None:
+            attrs[f"osprofiler.{key}.result"] = _text(section["result"])
+    for key in ("requests", "response"):
+        section = _mapping(info, key)
+        status = section.get("status_code") if section else None
+        if isinstance(status, int):
+            attrs["http.response.status_code"] = status
+    error = None
+    if info.get("etype"):
+        error = (str(info["etype"]), _text(info.get("message") or ""))
+    return attrs, error
