@@ -1,0 +1,80 @@
+"""In-process tracing for tests: one global SDK provider with an in-memory exporter.
+
+The OTel global provider can be set once per process and the DB instrumentors
+keep the provider they were first given, so every in-process test shares this
+one; each test clears the exporter. Tests of the build-from-environment path
+run in a subprocess instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from oslo_config import cfg
+from osprofiler import initializer, notifier, profiler
+
+import zaqar_otel
+from zaqar_otel import backends
+
+EXPORTER = InMemorySpanExporter()
+HMAC_KEY = "test-secret"
+
+
+def global_provider() -> TracerProvider:
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def make_conf(**flags: object) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    zaqar_otel.register_opts(conf)
+    conf([])
+    overrides = {"enabled": True, "hmac_keys": HMAC_KEY, "connection_string": "otel://"}
+    overrides.update(flags)
+    for name, value in overrides.items():
+        conf.set_override(name, value, "profiler")
+    return conf
+
+
+def init_bridge(**flags: object) -> zaqar_otel.OTelDriver:
+    """init_from_conf with otel:// and these [profiler] flags; returns the driver."""
+    global_provider()
+    notifier.clear_notifier_cache()
+    backends.reset()
+    conf = make_conf(**flags)
+    initializer.init_from_conf(conf, context={}, project="zaqar", service="test", host="localhost")
+    driver = notifier.get().__self__  # type: ignore[attr-defined]
+    assert isinstance(driver, zaqar_otel.OTelDriver)
+    EXPORTER.clear()
+    return driver
+
+
+def finished() -> list[ReadableSpan]:
+    return list(EXPORTER.get_finished_spans())
+
+
+def by_trace(spans: Iterable[ReadableSpan], trace_hex: str) -> list[ReadableSpan]:
+    return [s for s in spans if format(s.context.trace_id, "032x") == trace_hex]
+
+
+def parent_of(span: ReadableSpan, spans: Iterable[ReadableSpan]) -> ReadableSpan | None:
+    if span.parent is None:
+        return None
+    for candidate in spans:
+        if candidate.context.span_id == span.parent.span_id:
+            return candidate
+    return None
+
+
+def start_profiling() -> profiler._Profiler:
+    profiler.clean()
+    return profiler.init(HMAC_KEY)
