@@ -85,8 +85,12 @@ class OTelDriver(base.Driver):
             return None
 
     def _skip(self, name: str, info: Mapping[str, Any]) -> bool:
-        # OSProfiler's own SQL events duplicate the OTel SQLAlchemy spans.
-        return "db" in info and self._sqlalchemy_active()
+        # OSProfiler's own SQL events: never with trace_sqlalchemy = false, and
+        # not beside the OTel SQLAlchemy spans (one span per statement). They
+        # become spans only if the flag is on and the instrumentation missing.
+        if "db" not in info:
+            return False
+        return not self._flag("trace_sqlalchemy") or self._sqlalchemy_active()
 
     def notify(self, info: dict[str, Any], **kwargs: Any) -> None:
         self.bridge.handle(info)
