@@ -1,0 +1,77 @@
+"""Shared fixtures: real servers on 127.0.0.1 (see tests/servers.py).
+
+Session-scoped: ``redis_server``, ``postgres_server``, ``ferretdb_server``, ``jaeger_server``
+(each started on first use). Function-scoped: ``otlp_receiver`` (a fresh one per test).
+
+A missing server binary skips the test, except when ``$CI`` is set: then it fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from tests.servers import (
+    BinaryNotFoundError,
+    FerretDBServer,
+    JaegerServer,
+    OTLPReceiver,
+    PostgresServer,
+    ProcessServer,
+    RedisServer,
+)
+
+S = TypeVar("S", bound=ProcessServer)
+
+
+def _serve(factory: Callable[[], S]) -> Iterator[S]:
+    """Create, start, yield and close a server; skip (fail under $CI) if it is not installed."""
+    try:
+        server = factory()
+    except BinaryNotFoundError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"server binary missing under CI: {err}", pytrace=False)
+        pytest.skip(str(err))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Redis on 127.0.0.1; ``.url`` is ``redis://127.0.0.1:N/0``."""
+    yield from _serve(RedisServer)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL with database ``zaqar``; ``.url`` (SQLAlchemy), ``.create_database(name)``."""
+    yield from _serve(PostgresServer)
+
+
+@pytest.fixture(scope="session")
+def ferretdb_server() -> Iterator[FerretDBServer]:
+    """FerretDB (MongoDB wire protocol, SQLite backend); ``.url`` is ``mongodb://...``."""
+    yield from _serve(FerretDBServer)
+
+
+@pytest.fixture(scope="session")
+def jaeger_server() -> Iterator[JaegerServer]:
+    """Jaeger v2, memory storage, shared by the session (use unique trace ids).
+
+    A test that calls ``stop()`` must ``start()`` it again before it ends (the restarted
+    instance keeps its ports but starts with an empty store).
+    """
+    yield from _serve(JaegerServer)
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OTLPReceiver]:
+    """A fresh in-process OTLP/HTTP receiver; ``.endpoint``, ``.traces_url``, ``.spans()``."""
+    with OTLPReceiver() as receiver:
+        yield receiver

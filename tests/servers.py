@@ -1,0 +1,1098 @@
+"""Real servers for the tests, started as subprocesses on 127.0.0.1 (random free ports).
+
+Plain module, no pytest in here: every class can also be used from a script or a REPL
+(``from tests.servers import RedisServer`` from the repository root)::
+
+    with RedisServer() as redis_srv:
+        print(redis_srv.url)
+
+Servers:
+
+* :class:`RedisServer` - Debian ``redis-server``, no persistence.
+* :class:`PostgresServer` - Debian PostgreSQL (newest ``/usr/lib/postgresql/*/bin``), trust
+  auth, run as the ``postgres`` system user when we are root; database ``zaqar`` created.
+* :class:`FerretDBServer` - FerretDB v1 with the SQLite handler (a MongoDB wire server).
+* :class:`JaegerServer` - Jaeger v2 (an OpenTelemetry Collector distribution) with memory
+  storage, OTLP gRPC + HTTP receivers and the query API; restartable.
+* :class:`OTLPReceiver` - an in-process OTLP/HTTP (protobuf) trace receiver that decodes the
+  spans into :class:`ReceivedSpan` records, with switches to answer errors or hang.
+
+The Go binaries (``jaeger``, ``ferretdb``) are looked up in ``$ZAQAR_OTEL_TOOLS`` or
+``~/.cache/zaqar-otel/bin`` first (where ``.ci/build-go-tools`` puts them), then on ``PATH``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import glob
+import gzip
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+
+__all__ = [
+    "BinaryNotFoundError",
+    "FerretDBServer",
+    "JaegerServer",
+    "OTLPReceiver",
+    "PostgresServer",
+    "ReceivedRequest",
+    "ReceivedSpan",
+    "RedisServer",
+    "ServerError",
+    "ServerStartError",
+    "find_binary",
+    "free_port",
+    "tools_dirs",
+]
+
+LOCALHOST = "127.0.0.1"
+BUILD_HINT = "run .ci/build-go-tools to build it (it caches in ~/.cache/zaqar-otel/bin)"
+APT_HINT = "install it with: apt-get install -y redis-server postgresql"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ServerError(RuntimeError):
+    """Base class of the errors raised by this module."""
+
+
+class BinaryNotFoundError(ServerError):
+    """A server binary is not installed (the test should be skipped, or fail in CI)."""
+
+
+class ServerStartError(ServerError):
+    """A server did not become ready in time or exited early; the message has its log tail."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def tools_dirs() -> list[Path]:
+    """Directories searched for our own tool binaries before ``PATH``."""
+    dirs: list[Path] = []
+    env = os.environ.get("ZAQAR_OTEL_TOOLS")
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(Path.home() / ".cache" / "zaqar-otel" / "bin")
+    return dirs
+
+
+def find_binary(name: str, *, extra_dirs: Sequence[Path] = (), hint: str = BUILD_HINT) -> str:
+    """Absolute path of executable ``name``: tools dirs, then ``extra_dirs``, then ``PATH``.
+
+    Raises :class:`BinaryNotFoundError` with an explanation of how to get it.
+    """
+    searched = [*tools_dirs(), *extra_dirs]
+    for directory in searched:
+        candidate = directory / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    where = ", ".join(str(d) for d in searched)
+    raise BinaryNotFoundError(f"{name!r} not found in {where} or on PATH; {hint}")
+
+
+_ports_lock = threading.Lock()
+_ports_given: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now and not handed out before by this process."""
+    with _ports_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((LOCALHOST, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
+    raise ServerError("could not find a free TCP port on 127.0.0.1")
+
+
+def port_open(port: int, host: str = LOCALHOST, timeout: float = 0.5) -> bool:
+    """True if something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a log file ('' if it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET ``url``: (status, body); (0, b'') if the connection failed."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read()
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+
+
+# --------------------------------------------------------------------------- base class
+
+_live_servers: set[ProcessServer] = set()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_leftovers() -> None:  # pragma: no cover - only on abnormal ends
+    with _live_lock:
+        servers = list(_live_servers)
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+class ProcessServer:
+    """A server run as one subprocess, with its files in a temp dir.
+
+    Subclasses implement :meth:`_command` and :meth:`_is_ready` and may override
+    :meth:`_prepare` (run once, before the first start) and :meth:`_after_ready`.
+    ``start()`` is idempotent; ``stop()`` keeps the temp dir (and the ports) so that the
+    server can be started again; ``close()`` stops and removes the temp dir.
+    """
+
+    name: ClassVar[str] = "server"
+    stop_signal: ClassVar[int] = signal.SIGTERM
+
+    def __init__(self, *, startup_timeout: float = 60.0, base_dir: str | None = None) -> None:
+        self.startup_timeout = startup_timeout
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"zaqar-otel-{self.name}-", dir=base_dir))
+        self.log_path = self.tmpdir / f"{self.name}.log"
+        self.startup_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._prepared = False
+        self._closed = False
+
+    # -- to override
+    def _prepare(self) -> None:
+        """One-time setup before the first start (write config, init data dir...)."""
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def _after_ready(self) -> None:
+        """Run once the server answers, on every start."""
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    # -- lifecycle
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> ProcessServer:
+        if self._closed:
+            raise ServerError(f"{self.name}: already closed")
+        if self.running:
+            return self
+        started = time.monotonic()
+        if not self._prepared:
+            self._prepare()
+            self._prepared = True
+        cmd = self._command()
+        with self.log_path.open("ab") as log:
+            log.write(f"\n--- starting: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmpdir,
+                env=self._env(),
+                start_new_session=True,  # a Ctrl-C of pytest does not hit it before stop()
+            )
+        with _live_lock:
+            _live_servers.add(self)
+        try:
+            self._wait_ready(started)
+            self._after_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        deadline = started + self.startup_timeout
+        last_error: Exception | None = None
+        while True:
+            proc = self._proc
+            assert proc is not None
+            code = proc.poll()
+            if code is not None:
+                self._proc = None
+                raise ServerStartError(
+                    f"{self.name} exited with code {code} while starting.\n"
+                    f"command: {' '.join(self._command())}\n"
+                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            try:
+                if self._is_ready():
+                    return
+            except Exception as err:  # not ready yet, keep the reason for the message
+                last_error = err
+            if time.monotonic() > deadline:
+                reason = f" (last check: {last_error!r})" if last_error else ""
+                raise ServerStartError(
+                    f"{self.name} not ready after {self.startup_timeout:.0f}s{reason}.\n"
+                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the process (signal, then SIGKILL after ``timeout``); restartable."""
+        proc, self._proc = self._proc, None
+        with _live_lock:
+            _live_servers.discard(self)
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(self.stop_signal)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash, for fault tests); restartable with start()."""
+        proc, self._proc = self._proc, None
+        with _live_lock:
+            _live_servers.discard(self)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def close(self) -> None:
+        """Stop and delete the temp dir. Not restartable afterwards."""
+        self.stop()
+        self._closed = True
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def log(self, lines: int = 40) -> str:
+        """Tail of the server's log (stdout + stderr)."""
+        return log_tail(self.log_path, lines)
+
+    def __enter__(self) -> ProcessServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {state} pid={self.pid} dir={self.tmpdir}>"
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+class RedisServer(ProcessServer):
+    """``redis-server`` on 127.0.0.1:<port>, no RDB/AOF persistence."""
+
+    name = "redis"
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
+        super().__init__(startup_timeout=startup_timeout)
+        self.binary = find_binary("redis-server", extra_dirs=[Path("/usr/bin")], hint=APT_HINT)
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOCALHOST}:{self.port}/0"
+
+    def _command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", LOCALHOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.tmpdir),
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+
+    def _is_ready(self) -> bool:
+        with socket.create_connection((LOCALHOST, self.port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_bin_dir() -> Path:
+    """The newest ``/usr/lib/postgresql/<version>/bin`` with initdb and postgres in it."""
+    candidates = []
+    for path in glob.glob("/usr/lib/postgresql/*/bin"):
+        bin_dir = Path(path)
+        version = bin_dir.parent.name
+        if (bin_dir / "postgres").exists() and (bin_dir / "initdb").exists():
+            key = tuple(int(p) if p.isdigit() else 0 for p in version.split("."))
+            candidates.append((key, bin_dir))
+    if candidates:
+        return max(candidates)[1]
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise BinaryNotFoundError(
+        "PostgreSQL server binaries (initdb, postgres) not found in /usr/lib/postgresql/*/bin "
+        f"or on PATH; {APT_HINT}"
+    )
+
+
+class PostgresServer(ProcessServer):
+    """A throw-away PostgreSQL cluster: trust auth, TCP 127.0.0.1:<port>, socket in the temp dir.
+
+    PostgreSQL refuses to run as root, so as root initdb and postgres run as the ``postgres``
+    system user (``setpriv``), with a temp dir outside ``/root`` owned by it.
+    Durability is switched off (fsync, synchronous_commit, full_page_writes) for speed.
+    """
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown
+    user = "postgres"
+    database = "zaqar"
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 60.0) -> None:
+        # /tmp, not pytest's 0700 basetemp, so that the postgres user can get in
+        super().__init__(startup_timeout=startup_timeout, base_dir=tempfile.gettempdir())
+        self.bin_dir = postgres_bin_dir()
+        self.port = port or free_port()
+        self.data_dir = self.tmpdir / "data"
+        self.socket_dir = self.tmpdir / "sock"
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            try:
+                pw = pwd.getpwnam(self.user)
+            except KeyError as err:
+                raise BinaryNotFoundError(
+                    f"running as root but there is no {self.user!r} system user to run "
+                    f"PostgreSQL as; {APT_HINT}"
+                ) from err
+            setpriv = find_binary("setpriv", hint="install util-linux")
+            self._as_user = [
+                setpriv, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--",
+            ]  # fmt: skip
+            self._uid, self._gid = pw.pw_uid, pw.pw_gid
+
+    # -- URLs
+    def url_for(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://{self.user}@{LOCALHOST}:{self.port}/{database}"
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the ``zaqar`` database."""
+        return self.url_for(self.database)
+
+    @property
+    def dsn(self) -> str:
+        """libpq DSN of the ``zaqar`` database (for psycopg2.connect)."""
+        return self.url_for(self.database, driver="postgresql")
+
+    def _prepare(self) -> None:
+        self.socket_dir.mkdir()
+        if self._as_user:
+            for path in (self.tmpdir, self.socket_dir):
+                os.chown(path, self._uid, self._gid)
+            os.chmod(self.tmpdir, 0o700)
+        initdb = [
+            *self._as_user,
+            str(self.bin_dir / "initdb"),
+            "--pgdata", str(self.data_dir),
+            "--username", self.user,
+            "--auth", "trust",
+            "--encoding", "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            result = subprocess.run(
+                initdb, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.tmpdir, timeout=self.startup_timeout, check=False,
+            )  # fmt: skip
+        if result.returncode != 0:
+            raise ServerStartError(
+                f"initdb failed with code {result.returncode}.\n"
+                f"log {self.log_path}:\n{log_tail(self.log_path)}"
+            )
+
+    def _command(self) -> list[str]:
+        settings = {
+            "listen_addresses": LOCALHOST,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socket_dir),
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+            "logging_collector": "off",
+        }
+        cmd = [*self._as_user, str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        return cmd
+
+    def _connect(self, database: str = "postgres") -> Any:
+        import psycopg2  # test dependency (psycopg2-binary)
+
+        return psycopg2.connect(
+            host=LOCALHOST, port=self.port, user=self.user, dbname=database, connect_timeout=2
+        )
+
+    def _is_ready(self) -> bool:
+        conn = self._connect()
+        conn.close()
+        return True
+
+    def _after_ready(self) -> None:
+        self.create_database(self.database, drop=False)
+
+    def execute(self, sql: str, database: str = "postgres") -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit mode; returns the rows (if any)."""
+        conn = self._connect(database)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
+
+    def create_database(self, name: str, *, drop: bool = True) -> str:
+        """Create database ``name`` (dropping an old one if ``drop``); returns its URL."""
+        ident = '"' + name.replace('"', '""') + '"'
+        if drop:
+            self.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
+        literal = "'" + name.replace("'", "''") + "'"
+        exists = self.execute(f"SELECT 1 FROM pg_database WHERE datname = {literal}")
+        if not exists:
+            self.execute(f"CREATE DATABASE {ident}")
+        return self.url_for(name)
+
+
+# --------------------------------------------------------------------------- FerretDB
+
+
+class FerretDBServer(ProcessServer):
+    """FerretDB v1, SQLite handler, MongoDB wire protocol on 127.0.0.1:<port>."""
+
+    name = "ferretdb"
+
+    def __init__(self, *, port: int | None = None, startup_timeout: float = 60.0) -> None:
+        super().__init__(startup_timeout=startup_timeout)
+        self.binary = find_binary("ferretdb")
+        self.port = port or free_port()
+        self.sqlite_dir = self.tmpdir / "sqlite"
+        self.state_dir = self.tmpdir / "state"
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{LOCALHOST}:{self.port}/"
+
+    def _prepare(self) -> None:
+        self.sqlite_dir.mkdir()
+        self.state_dir.mkdir()
+
+    def _command(self) -> list[str]:
+        return [
+            self.binary,
+            "--handler=sqlite",
+            f"--sqlite-url=file:{self.sqlite_dir}/",
+            f"--listen-addr={LOCALHOST}:{self.port}",
+            f"--state-dir={self.state_dir}",
+            "--debug-addr=-",
+            "--telemetry=disable",
+            "--log-level=info",
+        ]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FERRETDB_TELEMETRY"] = "disable"
+        env["DO_NOT_TRACK"] = "1"
+        return env
+
+    def _is_ready(self) -> bool:
+        if not port_open(self.port):
+            return False
+        import pymongo  # optional dependency [mongodb]
+
+        client: Any = pymongo.MongoClient(
+            self.url, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000
+        )
+        try:
+            client.admin.command("ping")
+        finally:
+            client.close()
+        return True
+
+
+# --------------------------------------------------------------------------- Jaeger v2
+
+
+class JaegerServer(ProcessServer):
+    """Jaeger v2 (``jaeger`` binary, an OTel Collector distribution) with memory storage.
+
+    Receives OTLP over gRPC and HTTP and serves the query API (``/api/traces/{id}``,
+    ``/api/v3/traces/{id}``). All ports are chosen once, so ``stop()`` + ``start()`` brings it
+    back on the same endpoints (with an empty store) - for collector down/up tests.
+    """
+
+    name = "jaeger"
+
+    def __init__(self, *, startup_timeout: float = 60.0, max_traces: int = 100_000) -> None:
+        super().__init__(startup_timeout=startup_timeout)
+        self.binary = find_binary("jaeger")
+        self.max_traces = max_traces
+        self.otlp_grpc_port = free_port()
+        self.otlp_http_port = free_port()
+        self.query_http_port = free_port()
+        self.query_grpc_port = free_port()
+        self.health_http_port = free_port()
+        self.health_grpc_port = free_port()
+        self.config_path = self.tmpdir / "config.yaml"
+
+    # -- endpoints
+    @property
+    def otlp_http_endpoint(self) -> str:
+        """Base URL for OTLP/HTTP (the exporter appends /v1/traces)."""
+        return f"http://{LOCALHOST}:{self.otlp_http_port}"
+
+    @property
+    def otlp_traces_url(self) -> str:
+        return f"{self.otlp_http_endpoint}/v1/traces"
+
+    @property
+    def otlp_grpc_endpoint(self) -> str:
+        """host:port for OTLP/gRPC (insecure)."""
+        return f"{LOCALHOST}:{self.otlp_grpc_port}"
+
+    @property
+    def query_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.query_http_port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.health_http_port}/status"
+
+    def config(self) -> dict[str, Any]:
+        """The collector configuration (written as YAML - JSON is valid YAML)."""
+
+        def ep(port: int) -> dict[str, str]:
+            return {"endpoint": f"{LOCALHOST}:{port}"}
+
+        return {
+            "service": {
+                "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+                "pipelines": {
+                    "traces": {
+                        "receivers": ["otlp"],
+                        "processors": ["batch"],
+                        "exporters": ["jaeger_storage_exporter"],
+                    }
+                },
+                "telemetry": {
+                    "resource": {"service.name": "jaeger"},
+                    # no Prometheus endpoint on :8888 (it would collide between instances)
+                    "metrics": {"level": "none"},
+                    "logs": {"level": "info"},
+                },
+            },
+            "extensions": {
+                "jaeger_storage": {
+                    "backends": {"memstore": {"memory": {"max_traces": self.max_traces}}}
+                },
+                "jaeger_query": {
+                    "storage": {"traces": "memstore"},
+                    "enable_tracing": False,  # keep Jaeger's own spans out of the store
+                    "http": ep(self.query_http_port),
+                    "grpc": ep(self.query_grpc_port),
+                },
+                "healthcheckv2": {
+                    "use_v2": True,
+                    "http": ep(self.health_http_port),
+                    "grpc": ep(self.health_grpc_port),
+                },
+            },
+            "receivers": {
+                "otlp": {
+                    "protocols": {
+                        "grpc": ep(self.otlp_grpc_port),
+                        "http": ep(self.otlp_http_port),
+                    }
+                }
+            },
+            # short batch timeout so that spans are queryable quickly
+            "processors": {"batch": {"timeout": "100ms"}},
+            "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
+        }
+
+    def _prepare(self) -> None:
+        text = "# generated by tests/servers.py (JSON is YAML)\n"
+        text += json.dumps(self.config(), indent=2) + "\n"
+        self.config_path.write_text(text)
+
+    def _command(self) -> list[str]:
+        return [self.binary, "--config", str(self.config_path)]
+
+    def _is_ready(self) -> bool:
+        status, _ = _http_get(self.health_url, timeout=1)
+        if status != 200:
+            return False
+        if not (port_open(self.otlp_grpc_port) and port_open(self.otlp_http_port)):
+            return False
+        status, _ = _http_get(f"{self.query_url}/api/services", timeout=1)
+        return status == 200
+
+    # -- query API
+    def get_trace(self, trace_id_hex: str) -> dict[str, Any] | None:
+        """The v1-style JSON of ``/api/traces/{id}`` (``{"data": [trace], ...}``); None if 404."""
+        status, body = _http_get(f"{self.query_url}/api/traces/{trace_id_hex}", timeout=5)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ServerError(f"jaeger /api/traces/{trace_id_hex}: HTTP {status}: {body[:500]!r}")
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    def get_trace_v3(self, trace_id_hex: str) -> dict[str, Any] | None:
+        """OTLP-JSON of ``/api/v3/traces/{id}`` (``{"result": {"resourceSpans": ...}}``)."""
+        status, body = _http_get(f"{self.query_url}/api/v3/traces/{trace_id_hex}", timeout=5)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ServerError(
+                f"jaeger /api/v3/traces/{trace_id_hex}: HTTP {status}: {body[:500]!r}"
+            )
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    @staticmethod
+    def trace_spans(trace: dict[str, Any] | None) -> list[dict[str, Any]]:
+        """The spans of a ``get_trace`` answer ([] for None)."""
+        if not trace:
+            return []
+        return [span for t in trace.get("data") or [] for span in t.get("spans") or []]
+
+    def wait_for_trace(
+        self, trace_id_hex: str, min_spans: int = 1, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """Poll ``/api/traces/{id}`` until it has ``min_spans`` spans; the v1-style JSON."""
+        deadline = time.monotonic() + timeout
+        trace: dict[str, Any] | None = None
+        while True:
+            trace = self.get_trace(trace_id_hex)
+            count = len(self.trace_spans(trace))
+            if count >= min_spans and trace is not None:
+                return trace
+            if time.monotonic() > deadline:
+                names = sorted(s.get("operationName", "?") for s in self.trace_spans(trace))
+                raise TimeoutError(
+                    f"jaeger: trace {trace_id_hex} has {count} span(s) after {timeout}s, "
+                    f"wanted {min_spans}: {names}"
+                )
+            time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- OTLP receiver
+
+SPAN_KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER",
+                   5: "CONSUMER"}  # fmt: skip
+STATUS_CODE_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+@dataclass(frozen=True)
+class ReceivedSpan:
+    """One span as decoded from OTLP.
+
+    ``kind`` is the OTLP enum value (0 unspecified, 1 internal, 2 server, 3 client, 4 producer,
+    5 consumer) - *not* ``opentelemetry.trace.SpanKind`` (which is one less); compare
+    ``kind_name`` with ``SpanKind.X.name`` instead. ``status_code`` is 0 unset, 1 ok, 2 error
+    (same numbers as ``opentelemetry.trace.StatusCode``).
+    """
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    status_code: int
+    status_message: str
+    events: list[tuple[str, dict[str, Any]]]
+    service_name: str
+    scope_name: str
+    scope_version: str = ""
+    resource_attributes: dict[str, Any] = field(default_factory=dict)
+    links: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def kind_name(self) -> str:
+        return SPAN_KIND_NAMES.get(self.kind, str(self.kind))
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_CODE_NAMES.get(self.status_code, str(self.status_code))
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def is_root(self) -> bool:
+        return not self.parent_span_id
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One POST the receiver got (whatever it answered)."""
+
+    path: str
+    headers: dict[str, str]
+    status: int
+    span_count: int
+
+
+def _any_value(value: Any) -> Any:
+    """opentelemetry.proto AnyValue -> Python value."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return _attributes(value.kvlist_value.values)
+    return getattr(value, kind)
+
+
+def _attributes(kvs: Any) -> dict[str, Any]:
+    return {kv.key: _any_value(kv.value) for kv in kvs}
+
+
+def decode_export_request(body: bytes) -> list[ReceivedSpan]:
+    """Decode a serialized ``ExportTraceServiceRequest`` into :class:`ReceivedSpan` records."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    spans: list[ReceivedSpan] = []
+    for resource_spans in request.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        service = str(resource.get("service.name", ""))
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                spans.append(
+                    ReceivedSpan(
+                        trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(),
+                        parent_span_id=span.parent_span_id.hex(),
+                        name=span.name,
+                        kind=int(span.kind),
+                        start_ns=int(span.start_time_unix_nano),
+                        end_ns=int(span.end_time_unix_nano),
+                        attributes=_attributes(span.attributes),
+                        status_code=int(span.status.code),
+                        status_message=span.status.message,
+                        events=[(e.name, _attributes(e.attributes)) for e in span.events],
+                        service_name=service,
+                        scope_name=scope_spans.scope.name,
+                        scope_version=scope_spans.scope.version,
+                        resource_attributes=resource,
+                        links=[
+                            (link.trace_id.hex(), link.span_id.hex(), _attributes(link.attributes))
+                            for link in span.links
+                        ],
+                    )
+                )
+    return spans
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _ReceiverHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _reply(self, status: int, body: bytes = b"", ctype: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if status in (429, 503):
+            self.send_header("Retry-After", "1")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._reply(404 if self.path != "/" else 200, b"OTLP receiver\n")
+
+    def do_POST(self) -> None:
+        receiver = self.server.receiver
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, _ = receiver._handle(self.path, headers, body)
+        if status == 0:  # hung and released: drop the connection without an answer
+            self.close_connection = True
+            return
+        if status == 200:
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                ExportTraceServiceResponse,
+            )
+
+            payload = ExportTraceServiceResponse().SerializeToString()
+            self._reply(200, payload, "application/x-protobuf")
+        else:
+            self._reply(status, f"OTLPReceiver: HTTP {status}\n".encode())
+
+
+class _ReceiverHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], receiver: OTLPReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(address, _Handler)
+
+
+class OTLPReceiver:
+    """In-process OTLP/HTTP trace receiver (protobuf, optionally gzip/deflate) on 127.0.0.1.
+
+    ``POST /v1/traces`` bodies are decoded into :class:`ReceivedSpan` records. Thread-safe.
+    Fault switches: :meth:`fail_with` (answer an HTTP error), :meth:`hang` (hold requests
+    without answering until :meth:`heal`/:meth:`stop`; then the connection is dropped),
+    each optionally for the next ``count`` requests only.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self._lock = threading.Condition()
+        self._spans: list[ReceivedSpan] = []
+        self._requests: list[ReceivedRequest] = []
+        self._fail_status: int | None = None
+        self._fail_count: int | None = None
+        self._hang_count: int | None = None
+        self._hanging = False
+        self._release = threading.Event()
+        self._httpd = _ReceiverHTTPServer((LOCALHOST, port), self)
+        self.port = int(self._httpd.server_address[1])
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+    def start(self) -> OTLPReceiver:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"OTLPReceiver:{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.heal()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> OTLPReceiver:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- endpoints
+    @property
+    def endpoint(self) -> str:
+        """Base URL (OTEL_EXPORTER_OTLP_ENDPOINT style; exporters append /v1/traces)."""
+        return f"http://{LOCALHOST}:{self.port}"
+
+    @property
+    def traces_url(self) -> str:
+        """Full URL for ``OTLPSpanExporter(endpoint=...)``."""
+        return f"{self.endpoint}/v1/traces"
+
+    # -- results
+    def spans(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self._spans)
+
+    def requests(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def requests_received(self) -> int:
+        """All POSTs so far, including the ones answered with an error or hung."""
+        with self._lock:
+            return len(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._spans.clear()
+            self._requests.clear()
+
+    def wait_for(
+        self,
+        predicate_or_count: int | Callable[[list[ReceivedSpan]], object],
+        timeout: float = 10.0,
+    ) -> list[ReceivedSpan]:
+        """Wait until ``count`` spans arrived or ``predicate(spans)`` is true; the spans."""
+        predicate: Callable[[list[ReceivedSpan]], object]
+        if isinstance(predicate_or_count, int):
+            count = predicate_or_count
+
+            def predicate(spans: list[ReceivedSpan]) -> object:
+                return len(spans) >= count
+
+            what = f"{count} span(s)"
+        else:
+            predicate = predicate_or_count
+            what = getattr(predicate, "__name__", "predicate")
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                spans = list(self._spans)
+                if predicate(spans):
+                    return spans
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"OTLPReceiver: {what} not satisfied after {timeout}s; got "
+                        f"{len(spans)} span(s) {[s.name for s in spans]} in "
+                        f"{len(self._requests)} request(s)"
+                    )
+                self._lock.wait(min(remaining, 0.5))
+
+    # -- fault switches
+    def fail_with(self, status: int = 503, count: int | None = None) -> None:
+        """Answer ``status`` (no spans kept) to every POST, or to the next ``count`` ones."""
+        with self._lock:
+            self._fail_status, self._fail_count = status, count
+
+    def hang(self, count: int | None = None) -> None:
+        """Hold POSTs without answering (all, or the next ``count``) until heal()/stop()."""
+        with self._lock:
+            self._release.clear()
+            self._hanging, self._hang_count = True, count
+
+    def heal(self) -> None:
+        """Back to normal: answer 200 again and release the hung requests."""
+        with self._lock:
+            self._fail_status = self._fail_count = None
+            self._hanging, self._hang_count = False, None
+            self._release.set()
+            self._lock.notify_all()
+
+    # -- called by the handler threads
+    def _handle(
+        self, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[ReceivedSpan]]:
+        with self._lock:
+            hang = self._hanging
+            if hang and self._hang_count is not None:
+                self._hang_count -= 1
+                if self._hang_count <= 0:
+                    self._hanging = False
+            fail = None if hang else self._fail_status
+            if fail is not None and self._fail_count is not None:
+                self._fail_count -= 1
+                if self._fail_count <= 0:
+                    self._fail_status = self._fail_count = None
+        status, spans = 200, list[ReceivedSpan]()
+        if hang:
+            self._release.wait(120)
+            status = 0
+        elif fail is not None:
+            status = fail
+        elif path.split("?")[0] != "/v1/traces":
+            status = 404
+        else:
+            status, spans = self._decode(headers, body)
+        with self._lock:
+            self._requests.append(ReceivedRequest(path, headers, status, len(spans)))
+            self._spans.extend(spans)
+            self._lock.notify_all()
+        return status, spans
+
+    @staticmethod
+    def _decode(headers: dict[str, str], body: bytes) -> tuple[int, list[ReceivedSpan]]:
+        ctype = headers.get("content-type", "application/x-protobuf").split(";")[0].strip()
+        if ctype not in ("application/x-protobuf", "application/protobuf"):
+            return 415, []
+        encoding = headers.get("content-encoding", "").strip().lower()
+        try:
+            if encoding == "gzip":
+                body = gzip.decompress(body)
+            elif encoding == "deflate":
+                body = zlib.decompress(body)
+            elif encoding not in ("", "identity"):
+                return 415, []
+            return 200, decode_export_request(body)
+        except Exception:
+            return 400, []
