@@ -105,7 +105,6 @@ def test_mongodb_outside_a_profiled_request_exports_nothing(ferretdb_server):
 # SQLAlchemy: SQLite and PostgreSQL
 
 
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sql_url(request, tmp_path):
     if request.param == "sqlite":
@@ -127,7 +126,9 @@ def test_sqlalchemy_spans_are_children_and_not_doubled(sql_url):
     selects = [s for s in spans if "SELECT" in s.name]
     assert len(selects) == 1, [s.name for s in spans]
     assert selects[0].parent.span_id == controller.context.span_id
-    assert selects[0].instrumentation_scope.name.startswith("opentelemetry.instrumentation.sqlalchemy")
+    assert selects[0].instrumentation_scope.name.startswith(
+        "opentelemetry.instrumentation.sqlalchemy"
+    )
     engine.dispose()
 
 

@@ -38,11 +38,15 @@ def test_explicit_endpoint(text, url, protocol):
 
 def test_query_protocol_beats_the_environment(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
-    assert export.parse_connection_string("otel://c:1?protocol=http/protobuf").protocol == "http/protobuf"
+    assert (
+        export.parse_connection_string("otel://c:1?protocol=http/protobuf").protocol
+        == "http/protobuf"
+    )
 
 
 @pytest.mark.parametrize(
-    "text", ["jaeger://x", "otel://c:notaport", "otel://c:1?protocol=carrier-pigeon", "otel://c?x=1"]
+    "text",
+    ["jaeger://x", "otel://c:notaport", "otel://c:1?protocol=carrier-pigeon", "otel://c?x=1"],
 )
 def test_bad_connection_strings_raise_a_clear_error(text):
     with pytest.raises(ValueError):

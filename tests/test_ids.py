@@ -27,7 +27,9 @@ def test_non_uuid_ids_hash_to_valid_ids():
 
 
 def test_zero_low_bits_never_give_an_invalid_span_id():
-    element = str(uuid.UUID(int=(uuid.UUID("12345678-1234-4234-8234-567812345678").int >> 64) << 64))
+    element = str(
+        uuid.UUID(int=(uuid.UUID("12345678-1234-4234-8234-567812345678").int >> 64) << 64)
+    )
     assert ids.span_id(element) != 0
 
 

@@ -5,7 +5,15 @@ from zaqar_otel import semconv
 
 def test_request_without_route_is_named_by_method():
     name, kind, attrs = semconv.describe_start(
-        "wsgi", {"request": {"method": "POST", "path": "/v2/queues/q/messages", "query": "", "scheme": "http"}}
+        "wsgi",
+        {
+            "request": {
+                "method": "POST",
+                "path": "/v2/queues/q/messages",
+                "query": "",
+                "scheme": "http",
+            }
+        },
     )
     assert (name, kind) == ("POST", SpanKind.SERVER)
     assert attrs["url.path"] == "/v2/queues/q/messages"
@@ -15,7 +23,8 @@ def test_request_without_route_is_named_by_method():
 
 def test_request_with_route_is_named_by_method_and_route():
     name, _, attrs = semconv.describe_start(
-        "wsgi", {"request": {"method": "POST", "path": "/v2/queues/q", "route": "/v2/queues/{queue_name}"}}
+        "wsgi",
+        {"request": {"method": "POST", "path": "/v2/queues/q", "route": "/v2/queues/{queue_name}"}},
     )
     assert name == "POST /v2/queues/{queue_name}"
     assert attrs["http.route"] == "/v2/queues/{queue_name}"
@@ -39,7 +48,8 @@ def test_base_name_strips_only_the_suffix():
 
 def test_sql_is_sanitised_by_default():
     _, kind, attrs = semconv.describe_start(
-        "db", {"db": {"statement": "SELECT * FROM t WHERE name = 'secret' AND n = 42", "params": {}}}
+        "db",
+        {"db": {"statement": "SELECT * FROM t WHERE name = 'secret' AND n = 42", "params": {}}},
     )
     assert kind == SpanKind.CLIENT
     assert attrs["db.operation.name"] == "SELECT"
@@ -57,7 +67,16 @@ def test_full_statements_on_request():
 def test_http_client_span():
     name, kind, attrs = semconv.describe_start(
         "requests",
-        {"requests": {"method": "GET", "hostname": "h", "port": 8888, "path": "/v2", "query": "a=1", "scheme": "http"}},
+        {
+            "requests": {
+                "method": "GET",
+                "hostname": "h",
+                "port": 8888,
+                "path": "/v2",
+                "query": "a=1",
+                "scheme": "http",
+            }
+        },
     )
     assert (name, kind) == ("GET", SpanKind.CLIENT)
     assert attrs["url.full"] == "http://h:8888/v2?a=1"

@@ -117,9 +117,7 @@ def _worker(results, index, barrier):
 def test_concurrent_threads_each_get_their_own_exact_tree():
     threads, results = 12, {}
     barrier = threading.Barrier(threads)
-    workers = [
-        threading.Thread(target=_worker, args=(results, i, barrier)) for i in range(threads)
-    ]
+    workers = [threading.Thread(target=_worker, args=(results, i, barrier)) for i in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
@@ -172,7 +170,12 @@ def test_unmatched_starts_are_bounded():
     def leak():  # in its own thread: the contexts it leaves attached die with it
         for _ in range(25):
             driver.notify(
-                {"name": "leak-start", "trace_id": str(uuid.uuid4()), "base_id": base, "parent_id": base}
+                {
+                    "name": "leak-start",
+                    "trace_id": str(uuid.uuid4()),
+                    "base_id": base,
+                    "parent_id": base,
+                }
             )
 
     thread = threading.Thread(target=leak)
