@@ -53,6 +53,7 @@ __all__ = [
     "FerretDBServer",
     "JaegerServer",
     "OTLPReceiver",
+    "PortInUseError",
     "PostgresServer",
     "ReceivedRequest",
     "ReceivedSpan",
@@ -61,6 +62,7 @@ __all__ = [
     "ServerStartError",
     "find_binary",
     "free_port",
+    "listening_ports",
     "tools_dirs",
 ]
 
@@ -82,6 +84,10 @@ class BinaryNotFoundError(ServerError):
 
 class ServerStartError(ServerError):
     """A server did not become ready in time or exited early; the message has its log tail."""
+
+
+class PortInUseError(ServerStartError):
+    """A server exited at start because one of its ports was taken."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -138,6 +144,31 @@ def port_open(port: int, host: str = LOCALHOST, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def listening_ports(pid: int) -> set[int] | None:
+    """TCP ports process ``pid`` listens on (from /proc); None where /proc cannot tell."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    inodes = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and cols[9] in inodes:  # 0A = LISTEN
+                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -199,6 +230,8 @@ class ProcessServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
         self._closed = False
+        self._ever_started = False
+        self._log_offset = 0
 
     # -- to override
     def _prepare(self) -> None:
@@ -216,28 +249,63 @@ class ProcessServer:
     def _env(self) -> dict[str, str] | None:
         return None
 
+    def _ports(self) -> list[int]:
+        """The TCP ports the process must listen on before it counts as started."""
+        return []
+
+    def _new_ports(self) -> bool:
+        """Pick fresh ports after a port clash; False if the ports were fixed by the caller."""
+        return False
+
     # -- lifecycle
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def ports(self) -> list[int]:
+        """The TCP ports this server listens on (127.0.0.1)."""
+        return self._ports()
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> ProcessServer:
+        """Start and wait until ready (idempotent). On a first start that loses a port race
+        (another process took a chosen port), retry with fresh ports where possible."""
         if self._closed:
             raise ServerError(f"{self.name}: already closed")
         if self.running:
             return self
         started = time.monotonic()
-        if not self._prepared:
-            self._prepare()
-            self._prepared = True
+        for attempt in range(1, 4):
+            if not self._prepared:
+                self._prepare()
+                self._prepared = True
+            try:
+                self._launch()
+                self._wait_ready(started)
+                self._after_ready()
+            except PortInUseError:
+                self.stop()
+                if self._ever_started or attempt == 3 or not self._new_ports():
+                    raise
+                continue
+            except BaseException:
+                self.stop()
+                raise
+            break
+        self._ever_started = True
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _launch(self) -> None:
         cmd = self._command()
         with self.log_path.open("ab") as log:
             log.write(f"\n--- starting: {' '.join(cmd)}\n".encode())
             log.flush()
+            self._log_offset = log.tell()
             self._proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
@@ -249,14 +317,14 @@ class ProcessServer:
             )
         with _live_lock:
             _live_servers.add(self)
+
+    def _this_run_log(self) -> str:
         try:
-            self._wait_ready(started)
-            self._after_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - started
-        return self
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def _wait_ready(self, started: float) -> None:
         deadline = started + self.startup_timeout
@@ -267,13 +335,26 @@ class ProcessServer:
             code = proc.poll()
             if code is not None:
                 self._proc = None
-                raise ServerStartError(
+                error = (
+                    PortInUseError
+                    if "already in use" in self._this_run_log().lower()
+                    else ServerStartError
+                )
+                raise error(
                     f"{self.name} exited with code {code} while starting.\n"
                     f"command: {' '.join(self._command())}\n"
                     f"log {self.log_path}:\n{log_tail(self.log_path)}"
                 )
             try:
-                if self._is_ready():
+                # our process must own the ports: a port race could leave another server
+                # answering there while ours fails to bind
+                owned = listening_ports(proc.pid)
+                missing = [p for p in self._ports() if owned is not None and p not in owned]
+                if missing:
+                    last_error = ServerError(
+                        f"ports {missing} not yet listened on by pid {proc.pid}"
+                    )
+                elif self._is_ready():
                     return
             except Exception as err:  # not ready yet, keep the reason for the message
                 last_error = err
@@ -346,13 +427,24 @@ class RedisServer(ProcessServer):
     name = "redis"
 
     def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0) -> None:
-        super().__init__(startup_timeout=startup_timeout)
+        # binaries first: a missing one must not leave a temp dir behind
         self.binary = find_binary("redis-server", extra_dirs=[Path("/usr/bin")], hint=APT_HINT)
+        super().__init__(startup_timeout=startup_timeout)
         self.port = port or free_port()
+        self._fixed_port = port is not None
 
     @property
     def url(self) -> str:
         return f"redis://{LOCALHOST}:{self.port}/0"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def _new_ports(self) -> bool:
+        if self._fixed_port:
+            return False
+        self.port = free_port()
+        return True
 
     def _command(self) -> list[str]:
         return [
@@ -409,13 +501,9 @@ class PostgresServer(ProcessServer):
     database = "zaqar"
 
     def __init__(self, *, port: int | None = None, startup_timeout: float = 60.0) -> None:
-        # /tmp, not pytest's 0700 basetemp, so that the postgres user can get in
-        super().__init__(startup_timeout=startup_timeout, base_dir=tempfile.gettempdir())
         self.bin_dir = postgres_bin_dir()
-        self.port = port or free_port()
-        self.data_dir = self.tmpdir / "data"
-        self.socket_dir = self.tmpdir / "sock"
         self._as_user: list[str] = []
+        self._uid = self._gid = -1
         if os.geteuid() == 0:
             try:
                 pw = pwd.getpwnam(self.user)
@@ -429,6 +517,21 @@ class PostgresServer(ProcessServer):
                 setpriv, f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--",
             ]  # fmt: skip
             self._uid, self._gid = pw.pw_uid, pw.pw_gid
+        # /tmp, not pytest's 0700 basetemp, so that the postgres user can get in
+        super().__init__(startup_timeout=startup_timeout, base_dir=tempfile.gettempdir())
+        self.port = port or free_port()
+        self._fixed_port = port is not None
+        self.data_dir = self.tmpdir / "data"
+        self.socket_dir = self.tmpdir / "sock"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def _new_ports(self) -> bool:
+        if self._fixed_port:
+            return False
+        self.port = free_port()
+        return True
 
     # -- URLs
     def url_for(self, database: str, driver: str = "postgresql+psycopg2") -> str:
@@ -534,15 +637,25 @@ class FerretDBServer(ProcessServer):
     name = "ferretdb"
 
     def __init__(self, *, port: int | None = None, startup_timeout: float = 60.0) -> None:
-        super().__init__(startup_timeout=startup_timeout)
         self.binary = find_binary("ferretdb")
+        super().__init__(startup_timeout=startup_timeout)
         self.port = port or free_port()
+        self._fixed_port = port is not None
         self.sqlite_dir = self.tmpdir / "sqlite"
         self.state_dir = self.tmpdir / "state"
 
     @property
     def url(self) -> str:
         return f"mongodb://{LOCALHOST}:{self.port}/"
+
+    def _ports(self) -> list[int]:
+        return [self.port]
+
+    def _new_ports(self) -> bool:
+        if self._fixed_port:
+            return False
+        self.port = free_port()
+        return True
 
     def _prepare(self) -> None:
         self.sqlite_dir.mkdir()
@@ -595,15 +708,12 @@ class JaegerServer(ProcessServer):
     name = "jaeger"
 
     def __init__(self, *, startup_timeout: float = 60.0, max_traces: int = 100_000) -> None:
-        super().__init__(startup_timeout=startup_timeout)
         self.binary = find_binary("jaeger")
+        super().__init__(startup_timeout=startup_timeout)
         self.max_traces = max_traces
-        self.otlp_grpc_port = free_port()
-        self.otlp_http_port = free_port()
-        self.query_http_port = free_port()
-        self.query_grpc_port = free_port()
-        self.health_http_port = free_port()
-        self.health_grpc_port = free_port()
+        self.otlp_grpc_port = self.otlp_http_port = self.query_http_port = 0
+        self.query_grpc_port = self.health_http_port = self.health_grpc_port = 0
+        self._pick_ports()
         self.config_path = self.tmpdir / "config.yaml"
 
     # -- endpoints
@@ -680,6 +790,29 @@ class JaegerServer(ProcessServer):
             "processors": {"batch": {"timeout": "100ms"}},
             "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
         }
+
+    def _ports(self) -> list[int]:
+        return [
+            self.otlp_grpc_port,
+            self.otlp_http_port,
+            self.query_http_port,
+            self.query_grpc_port,
+            self.health_http_port,
+            self.health_grpc_port,
+        ]
+
+    def _pick_ports(self) -> None:
+        self.otlp_grpc_port = free_port()
+        self.otlp_http_port = free_port()
+        self.query_http_port = free_port()
+        self.query_grpc_port = free_port()
+        self.health_http_port = free_port()
+        self.health_grpc_port = free_port()
+
+    def _new_ports(self) -> bool:
+        self._pick_ports()
+        self._prepare()  # the config names the ports
+        return True
 
     def _prepare(self) -> None:
         text = "# generated by tests/servers.py (JSON is YAML)\n"
