@@ -183,3 +183,33 @@ def test_unmatched_starts_are_bounded():
     assert driver.bridge.open_count() == 10
     assert driver.bridge.evicted == 15
     assert all(s.attributes["osprofiler.unfinished"] for s in tracing.finished())
+
+
+def _pooling_request():
+    tracing.start_profiling()
+    with profiler.Trace("wsgi"):
+        with profiler.Trace("pooling_message_controller"):
+            with profiler.Trace("redis_message_controller"):
+                pass
+    return {s.name: s for s in tracing.finished()}
+
+
+def test_trace_pooling_false_drops_pooling_spans_and_reparents_their_children():
+    tracing.init_bridge(trace_pooling=False)
+    spans = _pooling_request()
+    assert set(spans) == {"wsgi", "redis_message_controller"}
+    assert spans["redis_message_controller"].parent.span_id == spans["wsgi"].context.span_id
+
+
+def test_trace_pooling_true_keeps_the_chain():
+    tracing.init_bridge(trace_pooling=True)
+    spans = _pooling_request()
+    assert spans["pooling_message_controller"].parent.span_id == spans["wsgi"].context.span_id
+    redis_parent = spans["redis_message_controller"].parent.span_id
+    assert redis_parent == spans["pooling_message_controller"].context.span_id
+
+
+def test_enabled_false_exports_nothing():
+    tracing.init_bridge(enabled=False)
+    _pooling_request()
+    assert tracing.finished() == []

@@ -85,6 +85,10 @@ class OTelDriver(base.Driver):
             return None
 
     def _skip(self, name: str, info: Mapping[str, Any]) -> bool:
+        if not self._flag("enabled"):
+            return True  # [profiler] enabled = false exports nothing
+        if name.startswith("pooling_") and not self._flag("trace_pooling"):
+            return True  # Zaqar's pooling catalog/controllers: trace_pooling
         # OSProfiler's own SQL events: never with trace_sqlalchemy = false, and
         # not beside the OTel SQLAlchemy spans (one span per statement). They
         # become spans only if the flag is on and the instrumentation missing.

@@ -58,6 +58,9 @@ class SpanBridge:
         self.evicted = 0
         self.malformed = 0
         self._open: OrderedDict[str, _Open] = OrderedDict()
+        # Skipped elements -> their own parent, so that their children hang
+        # under the nearest exported ancestor instead of a missing span.
+        self._skipped: OrderedDict[str, str | None] = OrderedDict()
         self._lock = threading.Lock()
 
     def open_count(self) -> int:
@@ -84,6 +87,8 @@ class SpanBridge:
 
     def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
         current = context_api.get_current()
+        while parent_id in self._skipped:
+            parent_id = self._skipped[parent_id]
         if not parent_id or parent_id == base_id:
             return trace.set_span_in_context(trace.INVALID_SPAN, current)
         entry = self._open.get(parent_id)
@@ -101,6 +106,10 @@ class SpanBridge:
         if not isinstance(info, Mapping):
             raise TypeError("info is not a mapping")
         if self.skip(name, info):
+            with self._lock:
+                self._skipped[element_id] = payload.get("parent_id")
+                while len(self._skipped) > self.max_open:
+                    self._skipped.popitem(last=False)
             return
         span_name, kind, attributes = semconv.describe_start(name, info, self.full_statements())
         attributes["osprofiler.id"] = element_id
@@ -131,6 +140,8 @@ class SpanBridge:
         element_id = str(payload["trace_id"])
         with self._lock:
             entry = self._open.pop(element_id, None)
+            if entry is None:
+                self._skipped.pop(element_id, None)
         if entry is None:
             # Skipped start (e.g. an OSProfiler SQL event replaced by the OTel
             # SQLAlchemy span), evicted, or a stop without start: nothing to end.
