@@ -20,9 +20,15 @@ from zaqar_otel import options
 
 
 def service_name(project: str | None, service: str | None) -> str:
-    """The default service.name: what OSProfiler's init passed (project-service)."""
-    parts = [p for p in (project, service) if p]
-    return "-".join(parts).lower() if parts else "osprofiler"
+    """The default service.name: what OSProfiler's init passed (project-service).
+
+    ``("zaqar", "api")`` -> ``zaqar-api``; ``("Zaqar", "Zaqar-server")`` -> ``zaqar-server``.
+    """
+    project = (project or "").lower()
+    service = (service or "").lower()
+    if project and service and not service.startswith(project):
+        return f"{project}-{service}"
+    return service or project or "osprofiler"
 
 
 class OTelDriver(base.Driver):
@@ -62,6 +68,8 @@ class OTelDriver(base.Driver):
         self.provider, hints, self.built_provider = provider.use_or_build(
             service_name(project, service), exporter
         )
+        if self.built_provider:
+            provider.flush_on_sigterm(self.provider)
         from zaqar_otel import __version__
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)

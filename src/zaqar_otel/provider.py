@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -93,6 +96,32 @@ def use_or_build(
         generator = HintedIdGenerator(generator)
         provider.id_generator = generator  # type: ignore[assignment]
     return provider, generator, built
+
+
+def flush_on_sigterm(provider: TracerProvider, timeout_millis: int = 5000) -> bool:
+    """On SIGTERM, flush queued spans (bounded by ``timeout_millis``), then terminate as before.
+
+    An application's own SIGTERM handler is kept and called after the flush; an
+    ignored SIGTERM stays ignored. Only possible from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN or getattr(previous, "__zaqar_otel__", False):
+        return False
+
+    def handler(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):  # never let the flush stop the termination
+            provider.force_flush(timeout_millis)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handler.__zaqar_otel__ = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handler)
+    return True
 
 
 def in_profiled_request(context: context_api.Context | None = None) -> bool:

@@ -87,7 +87,7 @@ class SpanBridge:
 
     def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
         current = context_api.get_current()
-        while parent_id in self._skipped:
+        while parent_id is not None and parent_id in self._skipped:
             parent_id = self._skipped[parent_id]
         if not parent_id or parent_id == base_id:
             return trace.set_span_in_context(trace.INVALID_SPAN, current)

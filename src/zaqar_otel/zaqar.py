@@ -1,0 +1,214 @@
+"""What Zaqar itself needs: a startup fix, routes, status and messaging attributes.
+
+``install()`` (idempotent, before Zaqar's ``Bootstrap`` builds its transport):
+
+* fixes ``zaqar.storage.utils.load_storage_driver``, which returns None (and
+  Zaqar crashes at startup) when ``[profiler] enabled = true`` but
+  ``trace_message_store`` / ``trace_management_store`` is false: in exactly
+  that case the driver is loaded untraced, as the flag asks;
+* makes ``[profiler] enabled = false`` authoritative: Zaqar's profiler setup
+  enables OSProfiler's WSGI middleware for any signed request whatever
+  ``enabled`` says; the middleware is switched off again;
+* adds a Falcon middleware to Zaqar's WSGI app that gives the request span of a
+  profiled request its route (``POST /v2/queues/{queue_name}/messages``),
+  status code and messaging attributes (``messaging.system = zaqar``,
+  ``messaging.destination.name``, ``messaging.operation.name``,
+  ``messaging.batch.message_count``, ``zaqar.project_id``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from zaqar_otel.provider import in_profiled_request
+from zaqar_otel.quiet import LOG
+
+# (method, route suffix) -> (messaging.operation.name, messaging.operation.type)
+_OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("POST", "/messages"): ("post", "send"),
+    ("GET", "/messages"): ("list", "receive"),
+    ("DELETE", "/messages"): ("delete", "settle"),
+    ("GET", "/messages/{message_id}"): ("get", "receive"),
+    ("DELETE", "/messages/{message_id}"): ("delete", "settle"),
+    ("POST", "/claims"): ("claim", "receive"),
+    ("GET", "/claims/{claim_id}"): ("get_claim", "receive"),
+    ("PATCH", "/claims/{claim_id}"): ("update_claim", "receive"),
+    ("DELETE", "/claims/{claim_id}"): ("release_claim", "settle"),
+    ("PUT", "/queues/{queue_name}"): ("create_queue", "create"),
+    ("DELETE", "/queues/{queue_name}"): ("delete_queue", "settle"),
+    ("GET", "/queues/{queue_name}/stats"): ("stats", "receive"),
+}
+# response keys that list messages
+_MESSAGE_LISTS = ("resources", "messages")
+
+
+def operation_for(method: str, route: str) -> tuple[str, str] | None:
+    for (verb, suffix), operation in _OPERATIONS.items():
+        if verb == method and route.endswith(suffix):
+            return operation
+    return None
+
+
+def _message_count(resp: Any) -> int | None:
+    text = getattr(resp, "text", None)
+    if not text:
+        return None
+    try:
+        body = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(body, list):
+        return len(body)
+    if isinstance(body, dict):
+        for key in _MESSAGE_LISTS:
+            if isinstance(body.get(key), list):
+                return len(body[key])
+    return None
+
+
+class TraceAttributesMiddleware:
+    """Falcon middleware: route, status, messaging attributes on the request span."""
+
+    def process_resource(self, req: Any, resp: Any, resource: Any, params: dict[str, Any]) -> None:
+        if not in_profiled_request():
+            return
+        try:
+            span = trace.get_current_span()
+            if not span.is_recording():
+                return
+            route = req.uri_template
+            if route:
+                span.update_name(f"{req.method} {route}")
+                span.set_attribute("http.route", route)
+            queue = params.get("queue_name")
+            project = req.get_header("X-Project-ID")
+            if project:
+                span.set_attribute("zaqar.project_id", project)
+            if queue:
+                span.set_attribute("messaging.system", "zaqar")
+                span.set_attribute("messaging.destination.name", queue)
+                operation = operation_for(req.method, route or "")
+                if operation:
+                    span.set_attribute("messaging.operation.name", operation[0])
+                    span.set_attribute("messaging.operation.type", operation[1])
+        except Exception:
+            LOG.debug("zaqar-otel: could not annotate the request span", exc_info=True)
+
+    def process_response(self, req: Any, resp: Any, resource: Any, req_succeeded: bool) -> None:
+        if not in_profiled_request():
+            return
+        try:
+            span = trace.get_current_span()
+            if not span.is_recording():
+                return
+            status = int(str(resp.status).split()[0])
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR, str(resp.status)))
+            if req.method in ("POST", "GET") and 200 <= status < 300:
+                count = _message_count(resp)
+                if count is not None and "messaging.operation.name" in getattr(
+                    span, "attributes", {}
+                ):
+                    span.set_attribute("messaging.batch.message_count", count)
+        except Exception:
+            LOG.debug("zaqar-otel: could not annotate the response", exc_info=True)
+
+
+def _fixed_loader(original: Any) -> Any:
+    @functools.wraps(original)
+    def load_storage_driver(
+        conf: Any,
+        cache: Any,
+        storage_type: str | None = None,
+        control_mode: bool = False,
+        control_driver: Any = None,
+    ) -> Any:
+        flag = "trace_management_store" if control_mode else "trace_message_store"
+        if not (conf.profiler.enabled and not getattr(conf.profiler, flag)):
+            return original(conf, cache, storage_type, control_mode, control_driver)
+        # Zaqar 23 returns None here; load the driver untraced instead.
+        import stevedore
+        from zaqar.common import errors
+
+        mode = "control" if control_mode else "data"
+        drivers = conf["drivers"]
+        name = storage_type or (drivers.management_store if control_mode else drivers.message_store)
+        args = (conf, cache) if control_driver is None else (conf, cache, control_driver)
+        try:
+            manager: Any = stevedore.DriverManager(
+                namespace=f"zaqar.{mode}.storage",
+                name=name,
+                invoke_on_load=True,
+                invoke_args=args,
+            )
+        except Exception as exc:
+            LOG.exception('Failed to load "zaqar.%s.storage" driver for "%s"', mode, name)
+            raise errors.InvalidDriver(exc) from exc
+        return manager.driver
+
+    load_storage_driver.__zaqar_otel__ = True  # type: ignore[attr-defined]
+    return load_storage_driver
+
+
+def _authoritative_setup(original: Any) -> Any:
+    @functools.wraps(original)
+    def setup(conf: Any, binary: str, host: str) -> None:
+        from zaqar_otel.options import register_opts
+
+        register_opts(conf)
+        original(conf, binary, host)
+        if not conf.profiler.enabled:
+            from osprofiler import web
+
+            web.disable()
+
+    setup.__zaqar_otel__ = True  # type: ignore[attr-defined]
+    return setup
+
+
+def _with_trace_middleware(original: Any) -> Any:
+    @functools.wraps(original)
+    def _init_middleware(self: Any) -> Any:
+        try:
+            self.app.add_middleware(TraceAttributesMiddleware())
+        except Exception:
+            LOG.warning("zaqar-otel: could not add the trace middleware", exc_info=True)
+        return original(self)
+
+    _init_middleware.__zaqar_otel__ = True  # type: ignore[attr-defined]
+    return _init_middleware
+
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def _patch(owner: Any, name: str, wrapper: Any) -> None:
+    current = getattr(owner, name)
+    if not getattr(current, "__zaqar_otel__", False):
+        setattr(owner, name, wrapper(current))
+
+
+def install() -> None:
+    """Apply the Zaqar fixes and hooks (idempotent). Needs Zaqar importable."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        from zaqar.storage import utils as storage_utils
+        from zaqar.transport.middleware import profile
+        from zaqar.transport.wsgi import driver as wsgi_driver
+
+        import zaqar_otel  # noqa: F401  (registers otel://)
+
+        _patch(storage_utils, "load_storage_driver", _fixed_loader)
+        _patch(profile, "setup", _authoritative_setup)
+        _patch(wsgi_driver.Driver, "_init_middleware", _with_trace_middleware)
+        _installed = True

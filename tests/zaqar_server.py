@@ -1,0 +1,147 @@
+"""A real Zaqar server process for end-to-end tests, and a profiled client."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from osprofiler import profiler
+
+from tests.servers import free_port, port_open
+
+HMAC_KEY = "zaqar-e2e-secret"
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+PROFILER_ON = {
+    "enabled": "true",
+    "hmac_keys": HMAC_KEY,
+    "connection_string": "otel://",
+    "trace_wsgi_transport": "true",
+    "trace_message_store": "true",
+    "trace_management_store": "true",
+    "trace_redis": "true",
+    "trace_mongodb": "true",
+    "trace_sqlalchemy": "true",
+    "trace_pooling": "true",
+}
+
+
+def create_sql_tables(url: str) -> None:
+    from zaqar.storage.sqlalchemy import tables
+
+    engine = sa.create_engine(url)
+    tables.metadata.create_all(engine)
+    engine.dispose()
+
+
+def render_conf(
+    port: int, stores: Mapping[str, Mapping[str, str]], profiler_opts: Mapping[str, str]
+) -> str:
+    sections: dict[str, dict[str, str]] = {
+        "DEFAULT": {"auth_strategy": "", "unreliable": "true", "debug": "false"},
+        "drivers:transport:wsgi": {"bind": "127.0.0.1", "port": str(port)},
+        "profiler": dict(profiler_opts),
+    }
+    for name, values in stores.items():
+        sections.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {v}" for k, v in values.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+class ZaqarServer:
+    """``zaqar-otel-server`` (or ``opentelemetry-instrument zaqar-server``) on a free port."""
+
+    def __init__(
+        self,
+        stores: Mapping[str, Mapping[str, str]],
+        profiler_opts: Mapping[str, str],
+        env: Mapping[str, str],
+        launcher: str = "zaqar-otel-server",
+    ) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="zaqar-e2e-"))
+        self.conf_path = self.dir / "zaqar.conf"
+        self.conf_path.write_text(render_conf(self.port, stores, profiler_opts))
+        self.log_path = self.dir / "server.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.env.update({"OTEL_BSP_SCHEDULE_DELAY": "200"}, **env)
+        if launcher == "ferretdb":
+            self.command = [sys.executable, "-m", "tests.apps.zaqar_on_ferretdb"]
+        elif launcher == "opentelemetry-instrument":
+            self.command = [str(BIN / "opentelemetry-instrument"), str(BIN / "zaqar-server")]
+        else:
+            self.command = [str(BIN / launcher)]
+        self.command += ["--config-file", str(self.conf_path)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ZaqarServer:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"zaqar-server exited:\n{self.log()}")
+            if port_open(self.port):
+                return self
+            time.sleep(0.2)
+        raise RuntimeError(f"zaqar-server did not listen in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if not os.environ.get("ZAQAR_E2E_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def client(url: str, project: str = "e2e-project") -> Any:
+    from zaqarclient.queues.v2 import client as zclient
+
+    return zclient.Client(
+        url,
+        version=2,
+        conf={"auth_opts": {"backend": "noauth", "options": {"os_project_id": project}}},
+    )
+
+
+@contextmanager
+def profiled(key: str = HMAC_KEY) -> Iterator[str]:
+    """Profile client calls made inside; yields the OSProfiler base id."""
+    profiler.clean()
+    p = profiler.init(key)
+    try:
+        yield p.get_base_id()
+    finally:
+        profiler.clean()
+
+
+def fresh_queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:12]}"
