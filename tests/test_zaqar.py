@@ -349,3 +349,47 @@ def test_opentelemetry_instrument_launcher(jaeger_server, redis_server, sqlite_u
     assert tree.db("redis")
     [process] = {p["serviceName"] for t in answer["data"] for p in t["processes"].values()}
     assert process == "zaqar-instrumented"
+
+
+def _pooled_server(jaeger: Any, redis_url: str, sql_url: str, **opts: str) -> zs.ZaqarServer:
+    stores = redis_sql_stores(redis_url, sql_url)
+    stores["DEFAULT"] = {"pooling": "true", "admin_mode": "true"}
+    server = start_server(jaeger, stores, **opts)
+    base = redis_url.rsplit("/", 1)[0]
+    admin = {"Client-ID": CLIENT_ID, "X-Project-ID": "admin", "X-Roles": "admin"}
+    for index in (1, 2):
+        response = requests.put(
+            f"{server.url}/v2/pools/pool{index}",
+            json={"uri": f"{base}?dbid={index}&socket_timeout=5", "weight": 100, "options": {}},
+            headers=admin,
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+    return server
+
+
+@pytest.mark.parametrize("trace_pooling", ["true", "false"])
+def test_pooling_with_two_pools(jaeger_server, redis_server, tmp_path, trace_pooling):
+    sql_url = f"sqlite:///{tmp_path / 'pooled.db'}"
+    zs.create_sql_tables(sql_url)
+    server = _pooled_server(jaeger_server, redis_server.url, sql_url, trace_pooling=trace_pooling)
+    try:
+        posts = []
+        for _ in range(4):
+            queue = zs.client(server.url).queue(zs.fresh_queue_name(), force_create=True)
+            with zs.profiled() as base:
+                queue.post([{"body": {"n": 1}, "ttl": 300}])
+            posts.append(base)
+    finally:
+        server.stop()
+    for base in posts:
+        tree = trace_of(jaeger_server, base, 3)
+        root = assert_one_connected_tree(tree)
+        assert root["operationName"] == "POST /v2/queues/{queue_name}/messages"
+        assert tree.db("redis")
+        pooling = [s for s in tree.spans if s["operationName"].startswith("pooling_")]
+        if trace_pooling == "true":
+            assert tree.named("pooling_message_controller")
+            assert tree.named("pooling_catalogue_controller")
+        else:
+            assert pooling == []
