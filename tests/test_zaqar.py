@@ -393,3 +393,18 @@ def test_pooling_with_two_pools(jaeger_server, redis_server, tmp_path, trace_poo
             assert tree.named("pooling_catalogue_controller")
         else:
             assert pooling == []
+
+
+def test_wsgi_application_under_forking_gunicorn_workers(jaeger_server, redis_server, sqlite_url):
+    server = start_server(
+        jaeger_server, redis_sql_stores(redis_server.url, sqlite_url), launcher="gunicorn"
+    )
+    try:
+        bases = [workload(server.url) for _ in range(3)]  # spread over both workers
+    finally:
+        server.stop()  # SIGTERM: workers exit gracefully and flush
+    for base in bases:
+        tree = trace_of(jaeger_server, base["post"], 3)
+        root = assert_one_connected_tree(tree)
+        assert root["operationName"] == "POST /v2/queues/{queue_name}/messages"
+        assert tree.db("redis")

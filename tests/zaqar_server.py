@@ -80,6 +80,18 @@ class ZaqarServer:
         self.log_path = self.dir / "server.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         self.env.update({"OTEL_BSP_SCHEDULE_DELAY": "200"}, **env)
+        if launcher == "gunicorn":
+            self.env["ZAQAR_CONFIG_FILE"] = str(self.conf_path)
+            self.command = [
+                str(BIN / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                "2",
+                "zaqar_otel.wsgi:application",
+            ]
+            self.process = None
+            return
         if launcher == "ferretdb":
             self.command = [sys.executable, "-m", "tests.apps.zaqar_on_ferretdb"]
         elif launcher == "opentelemetry-instrument":
