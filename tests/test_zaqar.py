@@ -124,6 +124,15 @@ def workload(url: str) -> dict[str, str]:
     return bases
 
 
+def workload_on(jaeger: Any, stores: dict[str, Any], **profiler_opts: str) -> dict[str, str]:
+    """Start a server with these flags, run the workload once, stop it (flushing)."""
+    server = start_server(jaeger, stores, **profiler_opts)
+    try:
+        return workload(server.url)
+    finally:
+        server.stop()
+
+
 def test_post_is_one_trace_with_route_messaging_and_db_children(redis_sqlite_zaqar, jaeger_server):
     bases = workload(redis_sqlite_zaqar.url)
     tree = trace_of(jaeger_server, bases["post"], 4)
@@ -229,16 +238,12 @@ def test_extra_json_keys_in_trace_info_are_not_traced(redis_sqlite_zaqar, jaeger
 
 
 def test_backend_flags_off_remove_exactly_their_spans(jaeger_server, redis_server, sqlite_url):
-    server = start_server(
+    bases = workload_on(
         jaeger_server,
         redis_sql_stores(redis_server.url, sqlite_url),
         trace_redis="false",
         trace_sqlalchemy="false",
     )
-    try:
-        bases = workload(server.url)
-    finally:
-        server.stop()
     tree = trace_of(jaeger_server, bases["create"], 2)
     assert tree.db("redis") == [] and tree.db("sqlite") == []
     assert tree.named("QueueController.create") or tree.named("Queue.create")
@@ -248,16 +253,12 @@ def test_backend_flags_off_remove_exactly_their_spans(jaeger_server, redis_serve
 
 
 def test_store_flags_false_does_not_crash_zaqar(jaeger_server, redis_server, sqlite_url):
-    server = start_server(
+    bases = workload_on(
         jaeger_server,
         redis_sql_stores(redis_server.url, sqlite_url),
         trace_message_store="false",
         trace_management_store="false",
     )
-    try:
-        bases = workload(server.url)
-    finally:
-        server.stop()
     tree = trace_of(jaeger_server, bases["post"], 2)
     root = assert_one_connected_tree(tree)
     assert root["operationName"] == "POST /v2/queues/{queue_name}/messages"
@@ -283,11 +284,7 @@ def test_enabled_false_exports_nothing(jaeger_server, redis_server, sqlite_url):
 def test_postgresql_management_store(jaeger_server, redis_server, postgres_server):
     url = postgres_server.create_database("zaqar_e2e")
     zs.create_sql_tables(url)
-    server = start_server(jaeger_server, redis_sql_stores(redis_server.url, url))
-    try:
-        bases = workload(server.url)
-    finally:
-        server.stop()
+    bases = workload_on(jaeger_server, redis_sql_stores(redis_server.url, url))
     tree = trace_of(jaeger_server, bases["create"], 3)
     assert_one_connected_tree(tree)
     assert tree.db("postgresql"), [s["operationName"] for s in tree.spans]

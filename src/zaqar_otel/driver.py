@@ -68,8 +68,8 @@ class OTelDriver(base.Driver):
         self.provider, hints, self.built_provider = provider.use_or_build(
             service_name(project, service), exporter
         )
-        if self.built_provider:
-            provider.flush_on_sigterm(self.provider)
+        # SIGTERM would end the process without atexit: flush first (ours or not).
+        provider.flush_on_sigterm(self.provider)
         from zaqar_otel import __version__
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
