@@ -105,6 +105,11 @@ def test_mongodb_outside_a_profiled_request_exports_nothing(ferretdb_server):
 # SQLAlchemy: SQLite and PostgreSQL
 
 
+def _select_one(engine):
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def sql_url(request, tmp_path):
     if request.param == "sqlite":
@@ -118,11 +123,7 @@ def test_sqlalchemy_spans_are_children_and_not_doubled(sql_url):
     # OSProfiler's own SQL events too, as OpenStack services add them:
     osprofiler_sqlalchemy.add_tracing(sa, engine, "db")
 
-    def work():
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-
-    controller, spans = _profiled(work)
+    controller, spans = _profiled(lambda: _select_one(engine))
     selects = [s for s in spans if "SELECT" in s.name]
     assert len(selects) == 1, [s.name for s in spans]
     assert selects[0].parent.span_id == controller.context.span_id
@@ -137,11 +138,7 @@ def test_sqlalchemy_flag_false_means_no_sql_spans(sql_url):
     engine = sa.create_engine(sql_url)
     osprofiler_sqlalchemy.add_tracing(sa, engine, "db")
 
-    def work():
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-
-    _, spans = _profiled(work)
+    _, spans = _profiled(lambda: _select_one(engine))
     assert {s.name for s in spans} == {"POST", "message_controller"}
     engine.dispose()
 
@@ -149,7 +146,6 @@ def test_sqlalchemy_flag_false_means_no_sql_spans(sql_url):
 def test_sqlalchemy_outside_a_profiled_request_exports_nothing(sql_url):
     tracing.init_bridge(trace_sqlalchemy=True)
     engine = sa.create_engine(sql_url)
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
+    _select_one(engine)
     assert tracing.finished() == []
     engine.dispose()

@@ -53,21 +53,22 @@ class OTelDriver(base.Driver):
         self.conf = conf
         endpoint = export.parse_connection_string(connection_str)
         quiet.install()
-        existing = provider.sdk_provider()
-        exporter = None
-        if existing is None:
+        self.exporter: export.GuardedExporter | None = None
+
+        def exporter() -> export.GuardedExporter | None:
             inner = export.build_exporter(endpoint)
-            exporter = export.GuardedExporter(inner) if inner is not None else None
-        elif endpoint.url is not None:
+            self.exporter = export.GuardedExporter(inner) if inner is not None else None
+            return self.exporter
+
+        self.provider, hints, self.built_provider = provider.use_or_build(
+            service_name(project, service), exporter
+        )
+        if not self.built_provider and endpoint.url is not None:
             quiet.LOG.info(
                 "zaqar-otel: this process already has a TracerProvider; spans go where it "
                 "exports, not to %s",
                 endpoint.url,
             )
-        self.exporter = exporter
-        self.provider, hints, self.built_provider = provider.use_or_build(
-            service_name(project, service), exporter
-        )
         # SIGTERM would end the process without atexit: flush first (ours or not).
         provider.flush_on_sigterm(self.provider)
         from zaqar_otel import __version__

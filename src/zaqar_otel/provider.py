@@ -17,7 +17,7 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,15 +77,19 @@ def sdk_provider() -> TracerProvider | None:
 
 
 def use_or_build(
-    service: str, exporter: SpanExporter | None
+    service: str, exporter: Callable[[], SpanExporter | None]
 ) -> tuple[TracerProvider, HintedIdGenerator, bool]:
-    """(provider, its hinted id generator, whether the bridge built it)."""
+    """(provider, its hinted id generator, whether the bridge built it).
+
+    ``exporter`` is called only when a provider is built.
+    """
     provider = sdk_provider()
     built = provider is None
     if provider is None:
         provider = TracerProvider(resource=resource_for(service), id_generator=HintedIdGenerator())
-        if exporter is not None:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+        chosen = exporter()
+        if chosen is not None:
+            provider.add_span_processor(BatchSpanProcessor(chosen))
         # Refused (with a warning) if a non-SDK provider was set first: theirs
         # stays global, the bridge and the DB instrumentors record into this one.
         trace.set_tracer_provider(provider)
