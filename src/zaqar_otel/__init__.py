@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
-from zaqar_otel.driver import OTelDriver
+from zaqar_otel.driver import OTelDriver, status
 from zaqar_otel.options import list_opts, register_opts
 
 __version__ = "0.1.0"
 
-__all__ = ["OTelDriver", "__version__", "list_opts", "register_opts"]
+__all__ = ["OTelDriver", "__version__", "list_opts", "register_opts", "status"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,12 +72,16 @@ def _instrumentor(backend: Backend) -> Any | None:
     return getattr(module, backend.instrumentor)()
 
 
-def apply(flags: Any, provider: trace.TracerProvider) -> dict[str, bool]:
+def apply(
+    flags: Any, provider: trace.TracerProvider, full_statements: Callable[[], bool] = lambda: False
+) -> dict[str, bool]:
     """Instrument exactly the backends whose flag is true in ``flags``.
 
     ``flags`` is the ``[profiler]`` group (``conf.profiler``) or any object or
     mapping with the flag names. Returns {backend: instrumented}.
+    ``full_statements`` (``trace_db_statements``) keeps literal values in statements.
     """
+    gated = GatedTracerProvider(provider, full_statements)
     result: dict[str, bool] = {}
     with _lock:
         for name, backend in BACKENDS.items():
@@ -86,11 +90,11 @@ def apply(flags: Any, provider: trace.TracerProvider) -> dict[str, bool]:
                 if isinstance(flags, Mapping)
                 else getattr(flags, backend.flag, False)
             )
-            result[name] = _switch(name, backend, wanted, provider)
+            result[name] = _switch(name, backend, wanted, gated)
     return result
 
 
-def _switch(name: str, backend: Backend, wanted: bool, provider: trace.TracerProvider) -> bool:
+def _switch(name: str, backend: Backend, wanted: bool, gated: GatedTracerProvider) -> bool:
     instrumentor = _instrumentor(backend)
     if instrumentor is None:
         if wanted:
@@ -110,7 +114,10 @@ def _switch(name: str, backend: Backend, wanted: bool, provider: trace.TracerPro
             instrumentor.uninstrument()
             _active.discard(name)
         if wanted and not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument(tracer_provider=GatedTracerProvider(provider), **backend.kwargs)
+            kwargs = dict(backend.kwargs)
+            if name == "mongodb" and gated.full_statements():
+                kwargs["capture_statement"] = True
+            instrumentor.instrument(tracer_provider=gated, **kwargs)
             _active.add(name)
     except Exception:
         LOG.warning("zaqar-otel: could not switch %s tracing", name, exc_info=True)

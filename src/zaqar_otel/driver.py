@@ -54,14 +54,18 @@ class OTelDriver(base.Driver):
         endpoint = export.parse_connection_string(connection_str)
         quiet.install()
         self.exporter: export.GuardedExporter | None = None
+        self.processor: export.CountingBatchSpanProcessor | None = None
 
-        def exporter() -> export.GuardedExporter | None:
+        def processor() -> export.CountingBatchSpanProcessor | None:
             inner = export.build_exporter(endpoint)
-            self.exporter = export.GuardedExporter(inner) if inner is not None else None
-            return self.exporter
+            if inner is None:
+                return None
+            self.exporter = export.GuardedExporter(inner)
+            self.processor = export.CountingBatchSpanProcessor(self.exporter)
+            return self.processor
 
         self.provider, hints, self.built_provider = provider.use_or_build(
-            service_name(project, service), exporter
+            service_name(project, service), processor
         )
         if not self.built_provider and endpoint.url is not None:
             quiet.LOG.info(
@@ -74,13 +78,14 @@ class OTelDriver(base.Driver):
         from zaqar_otel import __version__
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
+        full_statements = lambda: bool(self._flag("trace_db_statements"))  # noqa: E731
         self.bridge = spans.SpanBridge(
-            tracer,
-            hints,
-            skip=self._skip,
-            full_statements=lambda: bool(self._flag("trace_db_statements")),
+            tracer, hints, skip=self._skip, full_statements=full_statements
         )
-        self.backends = backends.apply(conf.profiler, self.provider)
+        self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+        global _current
+        _current = self
+        _register_metrics()
         self._sqlalchemy_active: Callable[[], bool] = lambda: backends.active("sqlalchemy")
 
     @classmethod
@@ -107,3 +112,54 @@ class OTelDriver(base.Driver):
 
     def notify(self, info: dict[str, Any], **kwargs: Any) -> None:
         self.bridge.handle(info)
+
+    def status(self) -> dict[str, int]:
+        """Counters: what was exported, lost and why, and what is open now."""
+        exporter, processor = self.exporter, self.processor
+        return {
+            "exported": exporter.exported if exporter else 0,
+            "export_failed": exporter.failed if exporter else 0,
+            "dropped_queue_full": processor.dropped if processor else 0,
+            "queued": processor.queued() if processor else 0,
+            "open_spans": self.bridge.open_count(),
+            "malformed_notifications": self.bridge.malformed,
+            "evicted_unfinished": self.bridge.evicted,
+        }
+
+
+_current: OTelDriver | None = None
+_metrics_registered = False
+
+
+def status() -> dict[str, int]:
+    """The counters of the bridge in this process ({} before ``otel://`` is initialised).
+
+    ``exported``/``export_failed`` count spans handed to the exporter,
+    ``dropped_queue_full`` spans the batch queue had no room for (when the
+    bridge built the provider), ``open_spans`` spans started and not stopped.
+    The same counters are OTel metrics ``zaqar_otel.spans.*`` (observable
+    counters/gauges) on the global MeterProvider, if one is set.
+    """
+    return _current.status() if _current is not None else {}
+
+
+def _register_metrics() -> None:
+    global _metrics_registered
+    if _metrics_registered:
+        return
+    _metrics_registered = True
+    from opentelemetry import metrics
+
+    meter = metrics.get_meter("zaqar_otel")
+
+    def observe(key: str) -> Callable[[Any], list[metrics.Observation]]:
+        def callback(options: Any) -> list[metrics.Observation]:
+            value = status().get(key)
+            return [] if value is None else [metrics.Observation(value)]
+
+        return callback
+
+    for key in ("exported", "export_failed", "dropped_queue_full", "malformed_notifications"):
+        meter.create_observable_counter(f"zaqar_otel.spans.{key}", callbacks=[observe(key)])
+    for key in ("queued", "open_spans"):
+        meter.create_observable_gauge(f"zaqar_otel.spans.{key}", callbacks=[observe(key)])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib import parse
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from zaqar_otel.quiet import LOG
 
@@ -153,3 +153,36 @@ class GuardedExporter(SpanExporter):
             return self.inner.force_flush(timeout_millis)
         except Exception:
             return False
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting the spans it drops because its queue is full.
+
+    The SDK drops silently but for a log line per span; this counts them
+    (``dropped``), says so once, and leaves the folding of the SDK's own
+    lines to ``zaqar_otel.quiet``.
+    """
+
+    def __init__(self, exporter: SpanExporter, **kwargs: int) -> None:
+        super().__init__(exporter, **kwargs)  # type: ignore[arg-type]
+        self.dropped = 0
+        self._warned = False
+
+    def queued(self) -> int:
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        return len(queue) if queue is not None else 0
+
+    def _queue_full(self) -> bool:
+        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        return queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is not None and span.context.trace_flags.sampled and self._queue_full():
+            self.dropped += 1
+            if not self._warned:
+                self._warned = True
+                LOG.warning(
+                    "zaqar-otel: the span queue is full, spans are dropped and counted "
+                    "(OTEL_BSP_MAX_QUEUE_SIZE, collector too slow or down?)"
+                )
+        super().on_end(span)

@@ -17,17 +17,18 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.util import types
+
+from zaqar_otel.semconv import sanitize_sql
 
 PROFILED = context_api.create_key("zaqar_otel.profiled")
 
@@ -77,19 +78,19 @@ def sdk_provider() -> TracerProvider | None:
 
 
 def use_or_build(
-    service: str, exporter: Callable[[], SpanExporter | None]
+    service: str, processor: Callable[[], SpanProcessor | None]
 ) -> tuple[TracerProvider, HintedIdGenerator, bool]:
     """(provider, its hinted id generator, whether the bridge built it).
 
-    ``exporter`` is called only when a provider is built.
+    ``processor`` is called only when a provider is built.
     """
     provider = sdk_provider()
     built = provider is None
     if provider is None:
         provider = TracerProvider(resource=resource_for(service), id_generator=HintedIdGenerator())
-        chosen = exporter()
+        chosen = processor()
         if chosen is not None:
-            provider.add_span_processor(BatchSpanProcessor(chosen))
+            provider.add_span_processor(chosen)
         # Refused (with a warning) if a non-SDK provider was set first: theirs
         # stays global, the bridge and the DB instrumentors record into this one.
         trace.set_tracer_provider(provider)
@@ -132,11 +133,76 @@ def in_profiled_request(context: context_api.Context | None = None) -> bool:
     return bool(context_api.get_value(PROFILED, context))
 
 
-class GatedTracer(trace.Tracer):
-    """Starts real spans only inside a profiled request; no-op spans elsewhere."""
+STATEMENT_KEYS = frozenset({"db.statement", "db.query.text"})
 
-    def __init__(self, inner: trace.Tracer) -> None:
+
+def _sanitized(attributes: types.Attributes) -> types.Attributes:
+    if not attributes or STATEMENT_KEYS.isdisjoint(attributes):
+        return attributes
+    return {
+        key: sanitize_sql(value) if key in STATEMENT_KEYS and isinstance(value, str) else value
+        for key, value in attributes.items()
+    }
+
+
+class SanitizingSpan(trace.Span):
+    """A DB span whose statement attributes lose their literal values (``?`` instead)."""
+
+    def __init__(self, inner: trace.Span) -> None:
         self._inner = inner
+
+    def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+        if key in STATEMENT_KEYS and isinstance(value, str):
+            value = sanitize_sql(value)
+        self._inner.set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
+        self._inner.set_attributes(_sanitized(attributes) or {})
+
+    def end(self, end_time: int | None = None) -> None:
+        self._inner.end(end_time)
+
+    def get_span_context(self) -> trace.SpanContext:
+        return self._inner.get_span_context()
+
+    def add_event(
+        self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
+    ) -> None:
+        self._inner.add_event(name, attributes, timestamp)
+
+    def update_name(self, name: str) -> None:
+        self._inner.update_name(name)
+
+    def is_recording(self) -> bool:
+        return self._inner.is_recording()
+
+    def set_status(
+        self, status: trace.Status | trace.StatusCode, description: str | None = None
+    ) -> None:
+        self._inner.set_status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self._inner.record_exception(exception, attributes, timestamp, escaped)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class GatedTracer(trace.Tracer):
+    """Starts real spans only inside a profiled request; no-op spans elsewhere.
+
+    Unless ``full_statements()`` is true, DB statements lose their literal values.
+    """
+
+    def __init__(self, inner: trace.Tracer, full_statements: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._full_statements = full_statements
 
     def start_span(
         self,
@@ -151,16 +217,18 @@ class GatedTracer(trace.Tracer):
     ) -> trace.Span:
         if not in_profiled_request(context):
             return trace.INVALID_SPAN
-        return self._inner.start_span(
+        full = self._full_statements()
+        span = self._inner.start_span(
             name,
             context,
             kind,
-            attributes,
+            attributes if full else _sanitized(attributes),
             links,
             start_time,
             record_exception,
             set_status_on_exception,
         )
+        return span if full else SanitizingSpan(span)
 
     @contextmanager
     def start_as_current_span(  # type: ignore[override]
@@ -197,8 +265,11 @@ class GatedTracer(trace.Tracer):
 class GatedTracerProvider(trace.TracerProvider):
     """Hands out ``GatedTracer``s over the tracers of ``inner``."""
 
-    def __init__(self, inner: trace.TracerProvider) -> None:
+    def __init__(
+        self, inner: trace.TracerProvider, full_statements: Callable[[], bool] = lambda: False
+    ) -> None:
         self.inner = inner
+        self.full_statements = full_statements
 
     def get_tracer(
         self,
@@ -210,7 +281,8 @@ class GatedTracerProvider(trace.TracerProvider):
         return GatedTracer(
             self.inner.get_tracer(
                 instrumenting_module_name, instrumenting_library_version, schema_url, attributes
-            )
+            ),
+            self.full_statements,
         )
 
     def __getattr__(self, name: str) -> Any:

@@ -31,13 +31,30 @@ from opentelemetry.trace import SpanKind
 
 MAX_VALUE = 1024
 _SQL_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
+# scheme://user:password@host -> scheme://user:***@host; password=... in URI queries
+_URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^\s:/@'\"]*):[^\s@/'\"]+@")
+_QUERY_SECRET = re.compile(
+    r"(?P<head>(?:^|[?&])(?:password|passwd|pwd|secret|token)=)[^&\s'\"]*", re.I
+)
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """Hide credentials in connection URIs (``redis://:pw@h``, ``?password=pw``)."""
+    if "@" in text:
+        text = _URI_PASSWORD.sub(rf"\g<head>:{REDACTED}@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", text)
+    return text
+
+
 _KNOWN = {"request", "requests", "db", "function", "host", "etype", "message"}
 
 AttributeValue = str | bool | int | float
 
 
 def _text(value: Any, limit: int = MAX_VALUE) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    text = redact(value if isinstance(value, str) else repr(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
