@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.subproc import run_profiled
 from zaqar_otel import ids
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.servers
-
-
-def run_profiled(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    full_env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
-    full_env.update(env or {})
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.apps.profiled", *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["stderr"] = proc.stderr
-    result["wall"] = time.monotonic() - started
-    return result
 
 
 def test_bare_otel_uses_otel_env_and_flushes_at_exit(otlp_receiver):

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flag", action="append", default=[], help="[profiler] flag to set true")
     parser.add_argument("--force-flush", action="store_true")
     parser.add_argument("--hold", type=float, default=0.0, help="sleep this long before exiting")
+    parser.add_argument("--interval", type=float, default=0.0, help="pause between requests")
     args = parser.parse_args(argv)
 
     conf = cfg.ConfigOpts()
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             base = one_request(i, redis_client)
             with lock:
                 bases.append(base)
+            if args.interval:
+                time.sleep(args.interval)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(args.threads)]
     started = time.monotonic()
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         from opentelemetry import trace
 
         trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
-    print(json.dumps({"base_ids": bases, "elapsed": elapsed}), flush=True)
+    status = zaqar_otel.status()
+    print(json.dumps({"base_ids": bases, "elapsed": elapsed, "status": status}), flush=True)
     if args.hold:
         time.sleep(args.hold)
     return 0
