@@ -51,6 +51,7 @@ class OTelDriver(base.Driver):
 
         options.register_opts(conf)
         self.conf = conf
+        self._profiler_group: Any = None
         endpoint = export.parse_connection_string(connection_str)
         quiet.install()
         self.exporter: export.GuardedExporter | None = None
@@ -93,8 +94,13 @@ class OTelDriver(base.Driver):
         return "otel"
 
     def _flag(self, name: str) -> Any:
+        # read on every notification (a flag may be overridden at run time), from
+        # the [profiler] group looked up once: half the oslo.config lookups
         try:
-            return getattr(self.conf.profiler, name)
+            group = self._profiler_group
+            if group is None:
+                group = self._profiler_group = self.conf.profiler
+            return getattr(group, name)
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
             return None
 

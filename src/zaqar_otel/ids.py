@@ -29,8 +29,12 @@ def _hashed(text: str, bits: int) -> int:
 
 
 def _uuid_int(value: str) -> int | None:
+    """``uuid.UUID(value).int`` (same forms accepted), without building a UUID object."""
     try:
-        return uuid.UUID(value).int
+        digits = value.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
+        if len(digits) != 32:
+            return None
+        return int(digits, 16)
     except (ValueError, TypeError, AttributeError):
         return None
 

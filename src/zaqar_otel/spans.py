@@ -62,6 +62,7 @@ class SpanBridge:
         # under the nearest exported ancestor instead of a missing span.
         self._skipped: OrderedDict[str, str | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._last_trace: tuple[str, int] = ("", 0)
 
     def open_count(self) -> int:
         return len(self._open)
@@ -85,6 +86,15 @@ class SpanBridge:
                 exc_info=True,
             )
 
+    def _trace_id(self, base_id: str) -> int:
+        """``ids.trace_id(base_id)``, remembered for the last base id (one trace: many spans)."""
+        last = self._last_trace
+        if last[0] == base_id:
+            return last[1]
+        number = ids.trace_id(base_id)
+        self._last_trace = (base_id, number)
+        return number
+
     def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
         current = context_api.get_current()
         while parent_id is not None and parent_id in self._skipped:
@@ -95,7 +105,7 @@ class SpanBridge:
         if entry is not None:
             return trace.set_span_in_context(entry.span, current)
         remote = SpanContext(
-            ids.trace_id(base_id), ids.span_id(parent_id), is_remote=True, trace_flags=_SAMPLED
+            self._trace_id(base_id), ids.span_id(parent_id), is_remote=True, trace_flags=_SAMPLED
         )
         return trace.set_span_in_context(NonRecordingSpan(remote), current)
 
@@ -103,7 +113,7 @@ class SpanBridge:
         element_id = str(payload["trace_id"])
         base_id = str(payload["base_id"])
         info = payload.get("info") or {}
-        if not isinstance(info, Mapping):
+        if type(info) is not dict and not isinstance(info, Mapping):
             raise TypeError("info is not a mapping")
         if self.skip(name, info):
             with self._lock:
@@ -111,11 +121,13 @@ class SpanBridge:
                 while len(self._skipped) > self.max_open:
                     self._skipped.popitem(last=False)
             return
-        span_name, kind, attributes = semconv.describe_start(name, info, self.full_statements())
+        # trace_db_statements is read only where it matters (an oslo.config lookup)
+        full = "db" in info and self.full_statements()
+        span_name, kind, attributes = semconv.describe_start(name, info, full)
         attributes["osprofiler.id"] = element_id
         attributes["osprofiler.base_id"] = base_id
         parent = self._parent_context(base_id, payload.get("parent_id"))
-        with self.hints.hint(ids.trace_id(base_id), ids.span_id(element_id)):
+        with self.hints.hint(self._trace_id(base_id), ids.span_id(element_id)):
             span = self.tracer.start_span(span_name, parent, kind, attributes)
         current = trace.set_span_in_context(span, parent)
         token = context_api.attach(context_api.set_value(PROFILED, True, current))
