@@ -132,6 +132,98 @@ class OTelDriver(base.Driver):
             "evicted_unfinished": self.bridge.evicted,
         }
 
+    # -- reading traces back (osprofiler trace show / list), from Jaeger's query API
+
+    def _jaeger(self) -> Any:
+        """The Jaeger query client: ``?query=`` in the connection string, else the env var."""
+        import os
+
+        from osprofiler import exc
+
+        from zaqar_otel import export, jaeger
+
+        url = export.parse_connection_string(self.connection_str).query
+        url = url or os.environ.get("ZAQAR_OTEL_JAEGER_QUERY", "").strip()
+        if not url:
+            raise exc.CommandError(
+                "otel:// reads traces from Jaeger's query API: add ?query=http://JAEGER:16686 "
+                "to the connection string or set ZAQAR_OTEL_JAEGER_QUERY"
+            )
+        try:
+            return jaeger.JaegerQuery(url)
+        except ValueError as error:
+            raise exc.CommandError(str(error)) from None
+
+    def get_report(self, base_id: str) -> dict[str, Any]:
+        """The OSProfiler report of trace ``base_id`` (UUID or 32 hex), read from Jaeger.
+
+        An unknown trace gives the empty report (OSProfiler's CLI: "not found");
+        an unreachable Jaeger or a bad id raise ``osprofiler.exc.CommandError``.
+        """
+        from osprofiler import exc
+
+        from zaqar_otel import jaeger, report
+
+        query = self._jaeger()
+        try:
+            spans = query.get_trace(base_id)
+        except jaeger.TraceNotFound:
+            spans = []
+        except (jaeger.JaegerError, ValueError) as error:
+            raise exc.CommandError(str(error)) from None
+        return report.osprofiler_report(spans, base_id)
+
+    def list_traces(self, fields: set[str] | None = None) -> list[dict[str, Any]]:
+        """Traces in Jaeger (every service, last 7 days, at most 1000 per service), oldest first.
+
+        Each is ``{"base_id": UUID, "timestamp": start}`` (plus ``trace_id``, the
+        32-hex form, ``services`` and ``error`` when asked for in ``fields``).
+        """
+        return [
+            {key: value for key, value in trace.items() if key in (fields or set(trace))}
+            for trace in self._traces()
+        ]
+
+    def list_error_traces(self) -> list[dict[str, Any]]:
+        """Like ``list_traces``, only the traces with a span in error."""
+        return [
+            {"base_id": trace["base_id"], "timestamp": trace["timestamp"]}
+            for trace in self._traces()
+            if trace["error"]
+        ]
+
+    def _traces(self) -> list[dict[str, Any]]:
+        from osprofiler import exc
+
+        from zaqar_otel import ids, jaeger, report
+
+        query = self._jaeger()
+        found: dict[str, list[jaeger.SpanRecord]] = {}
+        try:
+            for service in query.services():
+                for trace_hex, spans in query.find_traces(service, limit=1000).items():
+                    known = {span.span_id for span in found.get(trace_hex, [])}
+                    found.setdefault(trace_hex, []).extend(
+                        span for span in spans if span.span_id not in known
+                    )
+        except jaeger.JaegerError as error:
+            raise exc.CommandError(str(error)) from None
+        traces = []
+        for trace_hex, spans in found.items():
+            start = min(span.start_us for span in spans)
+            base_ids = {span.attributes.get("osprofiler.base_id") for span in spans} - {None}
+            base_id = str(base_ids.pop()) if len(base_ids) == 1 else ids.uuid_form(trace_hex)
+            traces.append(
+                {
+                    "base_id": base_id,
+                    "timestamp": report.timestamp(start),
+                    "trace_id": trace_hex,
+                    "services": sorted({span.service for span in spans}),
+                    "error": any(span.error for span in spans),
+                }
+            )
+        return sorted(traces, key=lambda trace: (trace["timestamp"], trace["base_id"]))
+
 
 _current: OTelDriver | None = None
 _metrics_registered = False

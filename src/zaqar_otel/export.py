@@ -10,6 +10,10 @@
 ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``; else
 grpc for port 4317 and http/protobuf for any other port. ``?tls=true`` uses
 TLS (https, or a secure gRPC channel); certificates still come from ``OTEL_*``.
+
+``?query=http://jaeger:16686`` (any of the forms above) names Jaeger's query API,
+where ``osprofiler trace show``/``list`` read traces back (``OTelDriver.get_report``);
+without it, ``$ZAQAR_OTEL_JAEGER_QUERY``. It has no effect on export.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib import parse
+
+import requests
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -37,6 +44,7 @@ class Endpoint:
     url: str | None
     protocol: str
     tls: bool = False
+    query: str | None = None  # Jaeger query API (``?query=``), for reading traces back
 
 
 def _env(name: str) -> str | None:
@@ -54,10 +62,16 @@ def parse_connection_string(connection_string: str) -> Endpoint:
     if parsed.scheme != "otel":
         raise ValueError(f"not an otel:// connection string: {connection_string!r}")
     query = dict(parse.parse_qsl(parsed.query))
-    unknown = set(query) - {"protocol", "tls"}
+    unknown = set(query) - {"protocol", "tls", "query"}
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} in {connection_string!r}")
     tls = query.get("tls", "false").lower() in ("1", "true", "yes")
+    jaeger = query.get("query")
+    if jaeger is not None:
+        target = parse.urlparse(jaeger)
+        if target.scheme not in ("http", "https") or not target.netloc:
+            raise ValueError(f"?query= needs an http(s)://HOST:PORT URL, not {jaeger!r}")
+        jaeger = jaeger.rstrip("/")
     try:
         port = parsed.port
     except ValueError as error:
@@ -66,14 +80,14 @@ def parse_connection_string(connection_string: str) -> Endpoint:
     if protocol and protocol not in _PROTOCOLS:
         raise ValueError(f"unknown OTLP protocol {protocol!r} (grpc or http/protobuf)")
     if not parsed.hostname:
-        return Endpoint(None, protocol or HTTP, tls)
+        return Endpoint(None, protocol or HTTP, tls, jaeger)
     if protocol is None:
         protocol = GRPC if port == 4317 else HTTP
     if port is None:
         port = 4317 if protocol == GRPC else 4318
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     scheme = "https" if tls else "http"
-    return Endpoint(f"{scheme}://{host}:{port}", protocol, tls)
+    return Endpoint(f"{scheme}://{host}:{port}", protocol, tls, jaeger)
 
 
 def build_exporter(endpoint: Endpoint) -> SpanExporter | None:
@@ -101,9 +115,30 @@ def build_exporter(endpoint: Endpoint) -> SpanExporter | None:
         OTLPSpanExporter as HttpExporter,
     )
 
+    session = PinnedVerifySession()
     if endpoint.url is None:
-        return HttpExporter()
-    return HttpExporter(endpoint=f"{endpoint.url}/v1/traces")
+        return HttpExporter(session=session)
+    return HttpExporter(endpoint=f"{endpoint.url}/v1/traces", session=session)
+
+
+class PinnedVerifySession(requests.Session):
+    """A requests session whose own ``verify`` (the OTLP CA file) is not overridden.
+
+    requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` win over
+    ``session.verify`` (the exporter puts ``OTEL_EXPORTER_OTLP_CERTIFICATE``
+    there); on machines that set those variables the collector's CA would be
+    ignored and every export would fail certificate verification.
+    """
+
+    def merge_environment_settings(  # type: ignore[override]
+        self, url: str | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        settings: dict[str, Any] = super().merge_environment_settings(
+            url, proxies, stream, verify, cert
+        )
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify
+        return settings
 
 
 class GuardedExporter(SpanExporter):
