@@ -26,7 +26,6 @@ from typing import Any
 from urllib import parse
 
 import requests
-
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
