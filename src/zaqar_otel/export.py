@@ -129,8 +129,8 @@ class PinnedVerifySession(requests.Session):
     ignored and every export would fail certificate verification.
     """
 
-    def merge_environment_settings(  # type: ignore[override]
-        self, url: str | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    def merge_environment_settings(
+        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> dict[str, Any]:
         settings: dict[str, Any] = super().merge_environment_settings(
             url, proxies, stream, verify, cert
