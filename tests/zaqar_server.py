@@ -72,6 +72,7 @@ class ZaqarServer:
         profiler_opts: Mapping[str, str],
         env: Mapping[str, str],
         launcher: str = "zaqar-otel-server",
+        uwsgi_max_requests: int = 0,
     ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="zaqar-e2e-"))
@@ -80,6 +81,25 @@ class ZaqarServer:
         self.log_path = self.dir / "server.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         self.env.update({"OTEL_BSP_SCHEDULE_DELAY": "200"}, **env)
+        if launcher == "uwsgi":
+            self.env["ZAQAR_CONFIG_FILE"] = str(self.conf_path)
+            self.command = [
+                str(BIN / "uwsgi"),
+                "--master",
+                "--die-on-term",
+                "--http-socket",
+                f"127.0.0.1:{self.port}",
+                "--module",
+                "zaqar_otel.wsgi:application",
+                "--processes",
+                "2",
+                "--max-requests",
+                str(uwsgi_max_requests),
+                "--need-app",
+                "--disable-logging",
+            ]
+            self.process = None
+            return
         if launcher == "gunicorn":
             self.env["ZAQAR_CONFIG_FILE"] = str(self.conf_path)
             self.command = [

@@ -107,12 +107,17 @@ def flush_on_sigterm(provider: TracerProvider, timeout_millis: int = 5000) -> bo
     """On SIGTERM, flush queued spans (bounded by ``timeout_millis``), then terminate as before.
 
     An application's own SIGTERM handler is kept and called after the flush; an
-    ignored SIGTERM stays ignored. Only possible from the main thread.
+    ignored SIGTERM, or one handled outside Python (uWSGI), is left alone. Only
+    possible from the main thread.
     """
     if threading.current_thread() is not threading.main_thread():
         return False
     previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN or getattr(previous, "__zaqar_otel__", False):
+    if previous is None or previous is signal.SIG_IGN:
+        # None: a handler installed outside Python (uWSGI's own); leave it be,
+        # such servers end their workers through the normal exit path.
+        return False
+    if getattr(previous, "__zaqar_otel__", False):
         return False
 
     def handler(signum: int, frame: Any) -> None:
