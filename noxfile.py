@@ -31,3 +31,13 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[all]", "mypy")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Zaqar with the bridge, Redis, SQLite and Jaeger v2 on 127.0.0.1: five profiled calls
+    printed as trace trees. Builds Jaeger once (.ci/build-go-tools, cached) if it is missing.
+    Arguments after ``--`` go to the demo: ``nox -s demo -- --keep``."""
+    session.install("-e", ".[all]", silent=False)
+    build = "--build-script", ".ci/build-go-tools"
+    session.run("python", "-m", "zaqar_otel.demo", *build, *session.posargs)
