@@ -78,18 +78,26 @@ def apply(
     """Instrument exactly the backends whose flag is true in ``flags``.
 
     ``flags`` is the ``[profiler]`` group (``conf.profiler``) or any object or
-    mapping with the flag names. Returns {backend: instrumented}.
+    mapping with the flag names; ``enabled`` false (if present) turns every flag
+    off. Returns {backend: instrumented}.
     ``full_statements`` (``trace_db_statements``) keeps literal values in statements.
     """
     gated = GatedTracerProvider(provider, full_statements)
     result: dict[str, bool] = {}
+
+    def flag(name: str, default: bool) -> bool:
+        return bool(
+            flags.get(name, default)
+            if isinstance(flags, Mapping)
+            else getattr(flags, name, default)
+        )
+
+    # enabled = false: no request is ever profiled, so no DB span could pass the
+    # gate; the instrumentation would only cost time on every DB call.
+    enabled = flag("enabled", True)
     with _lock:
         for name, backend in BACKENDS.items():
-            wanted = bool(
-                flags.get(backend.flag, False)
-                if isinstance(flags, Mapping)
-                else getattr(flags, backend.flag, False)
-            )
+            wanted = enabled and flag(backend.flag, False)
             result[name] = _switch(name, backend, wanted, gated)
     return result
 

@@ -1,0 +1,48 @@
+"""What keeps the bridge cheap where it traces nothing (found by the benchmarks in bench/)."""
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from tests import tracing
+from zaqar_otel import backends
+from zaqar_otel.provider import PROFILED, GatedTracer
+
+
+def teardown_function():
+    backends.reset()
+
+
+def test_enabled_false_instruments_no_backend():
+    """No request is ever profiled: DB calls must not pay for instrumentation."""
+    driver = tracing.init_bridge(enabled=False, trace_redis=True, trace_sqlalchemy=True)
+    assert driver.backends == {"mongodb": False, "redis": False, "sqlalchemy": False}
+    assert not backends.active("redis")
+    assert not backends.active("sqlalchemy")
+
+
+def test_enabled_true_instruments_the_flagged_backends():
+    driver = tracing.init_bridge(enabled=True, trace_redis=True, trace_sqlalchemy=True)
+    assert driver.backends["redis"] and driver.backends["sqlalchemy"]
+    assert not driver.backends["mongodb"]
+
+
+def test_unprofiled_current_span_is_invalid_and_leaves_the_context_alone():
+    tracer = GatedTracer(TracerProvider().get_tracer("t"), lambda: False)
+    before = context_api.get_current()
+    with tracer.start_as_current_span("GET") as span:
+        assert span is trace.INVALID_SPAN
+        assert not span.is_recording()
+        assert context_api.get_current() is before
+
+
+def test_profiled_current_span_is_recording_and_current():
+    tracer = GatedTracer(TracerProvider().get_tracer("t"), lambda: False)
+    token = context_api.attach(context_api.set_value(PROFILED, True))
+    try:
+        with tracer.start_as_current_span("GET") as span:
+            assert span.is_recording()
+            assert trace.get_current_span().get_span_context() == span.get_span_context()
+        assert not span.is_recording()  # ended on exit
+    finally:
+        context_api.detach(token)
