@@ -46,15 +46,19 @@ def create_sql_tables(url: str) -> None:
 
 
 def render_conf(
-    port: int, stores: Mapping[str, Mapping[str, str]], profiler_opts: Mapping[str, str]
+    port: int,
+    stores: Mapping[str, Mapping[str, str]],
+    profiler_opts: Mapping[str, str],
+    transport: str = "wsgi",
 ) -> str:
     sections: dict[str, dict[str, str]] = {
         "DEFAULT": {"auth_strategy": "", "unreliable": "true", "debug": "false"},
-        "drivers:transport:wsgi": {"bind": "127.0.0.1", "port": str(port)},
+        f"drivers:transport:{transport}": {"bind": "127.0.0.1", "port": str(port)},
         "profiler": dict(profiler_opts),
     }
     for name, values in stores.items():
         sections.setdefault(name, {}).update(values)
+    sections.setdefault("drivers", {})["transport"] = transport
     lines = []
     for name, values in sections.items():
         lines.append(f"[{name}]")
@@ -73,11 +77,12 @@ class ZaqarServer:
         env: Mapping[str, str],
         launcher: str = "zaqar-otel-server",
         uwsgi_max_requests: int = 0,
+        transport: str = "wsgi",
     ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="zaqar-e2e-"))
         self.conf_path = self.dir / "zaqar.conf"
-        self.conf_path.write_text(render_conf(self.port, stores, profiler_opts))
+        self.conf_path.write_text(render_conf(self.port, stores, profiler_opts, transport))
         self.log_path = self.dir / "server.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         self.env.update({"OTEL_BSP_SCHEDULE_DELAY": "200"}, **env)

@@ -13,6 +13,8 @@ info key       kind    name / attributes
 ``db``         CLIENT  ``SELECT``...; ``db.operation.name``, ``db.query.text``
                        (literals replaced by ``?`` unless full capture is on)
 ``function``   INTERNAL ``<osprofiler name> <Class.method>``; ``code.function.name``
+``websocket``  SERVER  ``websocket message_post``; ``messaging.*``, ``zaqar.project_id``;
+                       at stop ``zaqar.response.status``
 anything else  INTERNAL the OSProfiler name
 =============  ======  ==================================================
 
@@ -48,7 +50,7 @@ def redact(text: str) -> str:
     return text
 
 
-_KNOWN = {"request", "requests", "db", "function", "host", "etype", "message"}
+_KNOWN = {"request", "requests", "db", "function", "websocket", "host", "etype", "message"}
 
 AttributeValue = str | bool | int | float
 
@@ -139,6 +141,24 @@ def describe_start(
             attrs["osprofiler.db.params"] = _text(db["params"])
         return operation, SpanKind.CLIENT, attrs
 
+    websocket = _mapping(info, "websocket")
+    if websocket is not None:
+        action = str(websocket.get("action") or "message")
+        attrs["network.protocol.name"] = "websocket"
+        attrs["messaging.system"] = "zaqar"
+        attrs["messaging.operation.name"] = action
+        for src, dst in (
+            ("queue_name", "messaging.destination.name"),
+            ("project_id", "zaqar.project_id"),
+            ("message_count", "messaging.batch.message_count"),
+        ):
+            value = websocket.get(src)
+            if isinstance(value, int) and not isinstance(value, bool):
+                attrs[dst] = value
+            elif isinstance(value, str) and value:
+                attrs[dst] = _text(value)
+        return f"websocket {action}", SpanKind.SERVER, attrs
+
     function = _mapping(info, "function")
     if function is not None and function.get("name"):
         full = str(function["name"])
@@ -166,6 +186,12 @@ def describe_stop(
         if isinstance(status, int):
             attrs["http.response.status_code"] = status
     error = None
+    websocket = _mapping(info, "websocket")
+    status = websocket.get("status") if websocket else None
+    if isinstance(status, int):
+        attrs["zaqar.response.status"] = status
+        if status >= 500:
+            error = ("ServerError", f"status {status}")
     if info.get("etype"):
         error = (str(info["etype"]), _text(info.get("message") or ""))
     return attrs, error
