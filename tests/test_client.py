@@ -317,3 +317,33 @@ def test_call_errors_bad_usage_and_zaqar_down():
     assert failed.stderr.splitlines()[-1].startswith("zaqar-otel: the Zaqar call failed:")
     assert "Traceback" not in failed.stderr
     assert "trace id (OSProfiler)" in failed.stdout  # its client span says what failed
+
+
+@pytest.mark.servers
+@pytest.mark.zaqar
+def test_the_python_api_in_process_enable_profile_check_disable(zaqar, jaeger_server):
+    from zaqarclient.common import http
+
+    tracing.global_provider()  # the process's SDK provider: enable() records into it
+    original = http.Client.request
+    previous = notifier.get()
+    setup = client.enable("otel://", service="api-test")
+    try:
+        assert client.enable() is setup and not setup.built_provider
+        assert http.Client.request is not original
+        queue = zs.client(zaqar.url).queue(zs.fresh_queue_name(), force_create=False)
+        tracing.EXPORTER.clear()
+        with client.profile(zs.HMAC_KEY) as call:
+            queue.post([{"body": {"n": 1}, "ttl": 300}])
+        [span] = tracing.by_trace(tracing.finished(), call.trace_hex)
+        assert span.kind is SpanKind.CLIENT and span.parent is None
+        assert call.client_spans == [format(span.context.span_id, "016x")]
+        check = call.check_server(JaegerQuery(jaeger_server.query_url), timeout=20)
+        assert check.traced is True and check.traced_requests == 1 and check.server_spans >= 2
+        assert profiler.get() is None  # the block cleaned up after itself
+    finally:
+        client.disable()
+    assert http.Client.request is original
+    assert client.tracing() is None
+    assert notifier.get() is notifier._noop_notifier  # OSProfiler's default again
+    notifier.set(previous)

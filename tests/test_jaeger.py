@@ -432,3 +432,14 @@ def test_driver_read_side_errors_are_command_errors(monkeypatch):
         reader(f"otel://?query=http://127.0.0.1:{free_port()}").list_traces()
     with pytest.raises(exc.CommandError, match="not a trace id"):
         reader(f"otel://?query=http://127.0.0.1:{free_port()}").get_report("nope")
+
+
+def test_the_connection_string_names_the_query_api():
+    from zaqar_otel import export
+
+    parsed = export.parse_connection_string("otel://collector:4318?query=http://jaeger:16686/")
+    assert (parsed.url, parsed.query) == ("http://collector:4318", "http://jaeger:16686")
+    assert export.parse_connection_string("otel://?query=https://j:443").query == "https://j:443"
+    assert export.parse_connection_string("otel://").query is None
+    with pytest.raises(ValueError, match=r"\?query= needs an http\(s\)://HOST:PORT URL"):
+        export.parse_connection_string("otel://?query=jaeger:16686")
