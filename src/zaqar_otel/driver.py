@@ -84,6 +84,15 @@ class OTelDriver(base.Driver):
             tracer, hints, skip=self._skip, full_statements=full_statements
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+
+        def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
+            # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)
+            self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+            quiet.LOG.info("zaqar-otel: [profiler] reloaded, backends traced: %s", self.backends)
+
+        register_hook = getattr(conf, "register_mutate_hook", None)
+        if register_hook is not None:
+            register_hook(reapply)
         global _current
         _current = self
         _register_metrics()

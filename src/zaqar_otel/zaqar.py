@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import threading
 from typing import Any
 
@@ -253,9 +254,31 @@ def _authoritative_setup(original: Any) -> Any:
             from osprofiler import web
 
             web.disable()
+        reload_on_sighup(conf)
 
     setup.__zaqar_otel__ = True  # type: ignore[attr-defined]
     return setup
+
+
+def reload_on_sighup(conf: Any) -> bool:
+    """SIGHUP re-reads the config files and applies the mutable ``[profiler]`` flags.
+
+    Only where SIGHUP would otherwise kill the process (``zaqar-server``'s
+    wsgiref loop): uWSGI and gunicorn keep their own SIGHUP (a graceful reload).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL:
+        return False
+
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            conf.mutate_config_files()
+        except Exception:
+            LOG.warning("zaqar-otel: reloading the configuration failed", exc_info=True)
+
+    signal.signal(signal.SIGHUP, handler)
+    return True
 
 
 def _with_trace_middleware(original: Any) -> Any:
