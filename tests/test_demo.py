@@ -214,3 +214,31 @@ def test_span_from_the_receiver_becomes_the_record_jaeger_would_give() -> None:
     )
     assert record.error and record.error_message == "boom" and record.host == "h1"
     assert record.attributes == {"http.route": "/v2"} and record.service == "zaqar"
+
+
+def test_no_go_toolchain_is_named_as_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ZAQAR_OTEL_TOOLS", str(tmp_path))
+    monkeypatch.setattr(demo_stack.shutil, "which", lambda *a, **k: None)  # no jaeger, no go
+    script = tmp_path / "build-go-tools"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    binary, why = demo.locate_jaeger(no_jaeger=False, build_script=script)
+    assert binary is None
+    assert "the Go toolchain (go >= 1.24) to build it is missing" in why
+    assert str(tmp_path) in why
+
+
+def test_the_build_shows_its_output_and_a_heartbeat_while_silent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "build-go-tools"
+    script.write_text(
+        '#!/bin/sh\necho "building $1..." >&2\nsleep 0.5\necho /the/bin/dir\nexit 3\n'
+    )
+    script.chmod(0o755)
+    assert demo.build_jaeger(script, heartbeat=0.1) is False  # its exit code counts
+    out = capsys.readouterr().out
+    assert "    building jaeger..." in out
+    assert "still building Jaeger" in out
+    assert "/the/bin/dir" not in out  # the script's last line (its bin dir) is not progress
