@@ -238,3 +238,16 @@ def test_bad_usage_is_exit_2(capsys):
         cli.main(["call", "--url", "http://z", "--hmac-key", "k"])  # no operation
     assert exit_.value.code == 2
     capsys.readouterr()
+
+
+def test_the_osprofiler_cli_builds_a_reading_driver_with_no_side_effects():
+    from opentelemetry import trace
+
+    from zaqar_otel import driver
+
+    before = (trace.get_tracer_provider(), driver._current)
+    reader = driver.OTelDriver("otel://?query=http://127.0.0.1:1", conn_str="otel://")
+    assert reader.bridge is None
+    assert reader.status() == {}
+    reader.notify({"name": "x-start"})  # ignored, never raises
+    assert (trace.get_tracer_provider(), driver._current) == before

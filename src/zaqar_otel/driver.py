@@ -49,13 +49,19 @@ class OTelDriver(base.Driver):
         # Heavy imports only when the driver is really used.
         from zaqar_otel import backends, export, provider, quiet, spans
 
-        options.register_opts(conf)
         self.conf = conf
         self._profiler_group: Any = None
-        endpoint = export.parse_connection_string(connection_str)
-        quiet.install()
+        self.bridge: spans.SpanBridge | None = None
         self.exporter: export.GuardedExporter | None = None
         self.processor: export.CountingBatchSpanProcessor | None = None
+        endpoint = export.parse_connection_string(connection_str)
+        if "conn_str" in kwargs:
+            # OSProfiler's CLI (osprofiler trace show / list) builds the driver
+            # with its argument namespace only to read traces back: no provider,
+            # exporter, instrumentation or signal handler then.
+            return
+        options.register_opts(conf)
+        quiet.install()
 
         def processor() -> export.CountingBatchSpanProcessor | None:
             inner = export.build_exporter(endpoint)
@@ -126,19 +132,22 @@ class OTelDriver(base.Driver):
         return not self._flag("trace_sqlalchemy") or self._sqlalchemy_active()
 
     def notify(self, info: dict[str, Any], **kwargs: Any) -> None:
-        self.bridge.handle(info)
+        if self.bridge is not None:
+            self.bridge.handle(info)
 
     def status(self) -> dict[str, int]:
         """Counters: what was exported, lost and why, and what is open now."""
-        exporter, processor = self.exporter, self.processor
+        exporter, processor, bridge = self.exporter, self.processor, self.bridge
+        if bridge is None:
+            return {}
         return {
             "exported": exporter.exported if exporter else 0,
             "export_failed": exporter.failed if exporter else 0,
             "dropped_queue_full": processor.dropped if processor else 0,
             "queued": processor.queued() if processor else 0,
-            "open_spans": self.bridge.open_count(),
-            "malformed_notifications": self.bridge.malformed,
-            "evicted_unfinished": self.bridge.evicted,
+            "open_spans": bridge.open_count(),
+            "malformed_notifications": bridge.malformed,
+            "evicted_unfinished": bridge.evicted,
         }
 
     # -- reading traces back (osprofiler trace show / list), from Jaeger's query API
