@@ -6,7 +6,8 @@
   dependencies, memory limits that agree with the memory_limiter settings, published ports,
   the ``OTEL_*`` variables (each one the OpenTelemetry SDK reads), and that the names and
   ports the services use to reach each other are the ones the other files listen on;
-* docker/zaqar.conf: every option is one Zaqar or zaqar-otel registers.
+* docker/zaqar.conf: every option is one Zaqar or zaqar-otel registers, and the file as it
+  is (hosts aside) serves and traces the loadgen's workload on local Redis and FerretDB.
 """
 
 from __future__ import annotations
@@ -303,3 +304,41 @@ def test_dockerfile_copies_what_exists_and_serves_the_wsgi_app() -> None:
     module, attribute = app.split(":")
     assert hasattr(importlib.import_module(module), attribute)
     assert "0.0.0.0:8888" in dockerfile
+
+
+# -- the Zaqar configuration at work, without Docker
+
+
+@pytest.mark.servers
+@pytest.mark.zaqar
+def test_zaqar_conf_serves_and_traces_the_loadgen_workload(
+    redis_server: Any, ferretdb_server: Any, jaeger_server: Any
+) -> None:
+    """docker/zaqar.conf as it is, but for the hosts (the compose services become local
+    servers; FerretDB speaks MongoDB's protocol): the loadgen's workload gets five traces
+    with Redis and MongoDB spans under Zaqar's controllers."""
+    import io
+
+    from tests import zaqar_server as zs
+    from zaqar_otel import demo
+
+    conf = zaqar_conf()
+    stores = {s: dict(conf[s]) for s in conf.sections() if s.startswith("drivers")}
+    del stores["drivers:transport:wsgi"]  # the test harness picks a free port
+    stores["drivers:message_store:redis"]["uri"] = redis_server.url.rsplit("/", 1)[0]
+    stores["drivers:management_store:mongodb"]["uri"] = ferretdb_server.url
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint}
+    server = zs.ZaqarServer(stores, dict(conf["profiler"]), env, launcher="ferretdb").start()
+    loadgen = command_args(services()["loadgen"])
+    out = io.StringIO()
+    try:
+        args = ["--zaqar", server.url, "--jaeger", jaeger_server.query_url]
+        code = demo.main([*args, "--key", option(loadgen, "--key")], out=out)
+    finally:
+        server.stop()
+    output = out.getvalue()
+    assert code == 0, output
+    assert output.count(" spans)\n") == 5
+    assert re.search(r"└─ mongodb_queues_controller Queue\.create .*\n +└─ \S+\.insert ", output)
+    assert re.search(r"redis_message_controller MessageController\.post", output)
+    assert "EVALSHA" in output
