@@ -213,3 +213,14 @@ def test_enabled_false_exports_nothing():
     tracing.init_bridge(enabled=False)
     _pooling_request()
     assert tracing.finished() == []
+
+
+def test_ids_that_are_not_strings_still_give_one_connected_trace():
+    # a signed X-Trace-Info may carry any JSON: OSProfiler passes it through
+    profiler.clean()
+    profiler.init(tracing.HMAC_KEY, base_id=[0], parent_id={"a": 1})
+    with profiler.Trace("wsgi"), profiler.Trace("inner"):
+        pass
+    spans = {s.name: s for s in tracing.finished()}
+    assert set(spans) == {"wsgi", "inner"}
+    assert spans["inner"].parent.span_id == spans["wsgi"].context.span_id

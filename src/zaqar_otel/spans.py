@@ -112,12 +112,15 @@ class SpanBridge:
     def _start(self, payload: Mapping[str, Any], name: str) -> None:
         element_id = str(payload["trace_id"])
         base_id = str(payload["base_id"])
+        raw_parent = payload.get("parent_id")
+        # ids are used as keys: whatever a signed header carried, use its text
+        parent_id = None if raw_parent is None else str(raw_parent)
         info = payload.get("info") or {}
         if type(info) is not dict and not isinstance(info, Mapping):
             raise TypeError("info is not a mapping")
         if self.skip(name, info):
             with self._lock:
-                self._skipped[element_id] = payload.get("parent_id")
+                self._skipped[element_id] = parent_id
                 while len(self._skipped) > self.max_open:
                     self._skipped.popitem(last=False)
             return
@@ -126,7 +129,7 @@ class SpanBridge:
         span_name, kind, attributes = semconv.describe_start(name, info, full)
         attributes["osprofiler.id"] = element_id
         attributes["osprofiler.base_id"] = base_id
-        parent = self._parent_context(base_id, payload.get("parent_id"))
+        parent = self._parent_context(base_id, parent_id)
         with self.hints.hint(self._trace_id(base_id), ids.span_id(element_id)):
             span = self.tracer.start_span(span_name, parent, kind, attributes)
         current = trace.set_span_in_context(span, parent)
