@@ -34,6 +34,14 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Overhead benchmarks (bench/, README "Benchmarks"): a table on stdout, JSON in
+    bench/results/. Needs redis-server. ``nox -s bench -- --quick`` checks that they run."""
+    session.install("-e", ".[all,bench]")
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """Zaqar with the bridge, Redis, SQLite and Jaeger v2 on 127.0.0.1: five profiled calls
     printed as trace trees. Builds Jaeger once (.ci/build-go-tools, cached) if it is missing.

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+# where the JSON goes; $ZAQAR_OTEL_BENCH_RESULTS elsewhere (the smoke test's temp dir)
+RESULTS = Path(os.environ.get("ZAQAR_OTEL_BENCH_RESULTS") or ROOT / "bench" / "results")
 RESULT_MARK = "BENCH-RESULT "
 
 
