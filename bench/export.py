@@ -59,7 +59,7 @@ def captured_spans(count: int) -> list[ReadableSpan]:
     # (end_to_end) stays the only one that builds a global provider
     memory = InMemorySpanExporter()
     hints = provider.HintedIdGenerator()
-    private = TracerProvider(id_generator=hints)
+    private = TracerProvider(id_generator=hints, resource=provider.resource_for("zaqar-bench"))
     private.add_span_processor(SimpleSpanProcessor(memory))
     span_bridge = bridge_spans.SpanBridge(private.get_tracer("zaqar_otel"), hints)
     bridge.activate(span_bridge.handle)

@@ -46,3 +46,20 @@ def test_profiled_current_span_is_recording_and_current():
         assert not span.is_recording()  # ended on exit
     finally:
         context_api.detach(token)
+
+
+def test_bridge_resource_is_hashed_once_and_equals_the_plain_resource(monkeypatch):
+    """The OTLP encoder hashes the resource of every exported span."""
+    from opentelemetry.sdk import resources
+
+    from zaqar_otel import provider
+
+    resource = provider.resource_for("zaqar-api")
+    plain = resources.Resource(resource.attributes, resource.schema_url)
+    assert resource == plain and hash(resource) == hash(plain)
+    dumps = []
+    real = resources.dumps
+    monkeypatch.setattr(resources, "dumps", lambda *a, **k: dumps.append(1) or real(*a, **k))
+    fresh = provider.resource_for("zaqar-api")
+    assert {hash(fresh) for _ in range(100)} == {hash(plain)}
+    assert len(dumps) == 1

@@ -66,9 +66,22 @@ class HintedIdGenerator(IdGenerator):
         return self.fallback.is_trace_id_random()
 
 
+class _HashedOnce(Resource):
+    """A Resource that computes its hash once: the SDK's OTLP encoder hashes the
+    resource of every span it exports (a sorted JSON dump each time)."""
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = super().__hash__()
+        return self._hash
+
+
 def resource_for(service: str) -> Resource:
     """``service`` as default service.name; OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win."""
-    return Resource.create({SERVICE_NAME: service}).merge(OTELResourceDetector().detect())
+    merged = Resource.create({SERVICE_NAME: service}).merge(OTELResourceDetector().detect())
+    return _HashedOnce(merged.attributes, merged.schema_url)
 
 
 def sdk_provider() -> TracerProvider | None:
