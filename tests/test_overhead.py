@@ -61,5 +61,9 @@ def test_bridge_resource_is_hashed_once_and_equals_the_plain_resource(monkeypatc
     real = resources.dumps
     monkeypatch.setattr(resources, "dumps", lambda *a, **k: dumps.append(1) or real(*a, **k))
     fresh = provider.resource_for("zaqar-api")
-    assert {hash(fresh) for _ in range(100)} == {hash(plain)}
+    expected = hash(plain)
+    dumps.clear()
+    assert {hash(fresh) for _ in range(100)} == {expected}
     assert len(dumps) == 1
+    hash(plain)
+    assert len(dumps) == 2  # a plain Resource dumps on every hash
