@@ -26,7 +26,9 @@ def rows(results: dict[str, Any]) -> list[list[object]]:
     if req:
         configs = req["configs"]
         for config, label in (
+            ("control", "A/A control: not installed again"),
             ("disabled", "installed, enabled = false"),
+            ("stock-enabled", "no bridge, stock enabled = true, not signed"),
             ("enabled-unsigned", "enabled, request not signed"),
             ("enabled-signed", "enabled, request signed (traced)"),
         ):

@@ -7,7 +7,12 @@ message + GET the queue's messages. Configurations:
 
 ==================  ==========================================================
 ``not-installed``   stock ``[profiler]`` defaults; ``zaqar_otel`` never imported
+``control``         ``not-installed`` again, in other processes: its ratio is the
+                    method's noise floor (an A/A test)
 ``disabled``        the bridge installed (``zaqar.install()``, ``otel://``), ``enabled = false``
+``stock-enabled``   no bridge; stock Zaqar with ``[profiler] enabled = true`` and its
+                    three trace flags (OSProfiler's default driver): what Zaqar's own
+                    tracing costs an unsigned request, for comparison
 ``enabled-unsigned`` ``enabled = true``, every trace flag, OTLP to a local receiver;
                     requests not signed
 ``enabled-signed``  the same, every request signed (``X-Trace-Info``/``-HMAC``)
@@ -15,15 +20,18 @@ message + GET the queue's messages. Configurations:
 ``signed-blackhole`` signed, the collector accepts connections and never answers
 ==================  ==========================================================
 
-One long-lived worker per configuration (bootstrapped and warmed up once);
-they run batches of operations interleaved in rounds (ABCDEF, BCDEFA, ...) to cancel drift;
-each ratio is the median over rounds of (config / not-installed) in the same round.
+Long-lived worker processes (``--replicas`` per configuration, bootstrapped and
+warmed up once) run batches of operations interleaved in rounds (ABCDEF,
+BCDEFA, ...) to cancel drift; a configuration's figure in a round is the mean
+over its processes (one process alone can be a few percent off: layout,
+placement); each ratio is the median over rounds of (config / not-installed)
+in the same round.
 On a machine shared with other work, ``*_q25`` also compares the lower
 quartiles of the batch medians: the batches least disturbed by other load.
 
 Usage::
 
-    python -m bench.requests [--quick] [--rounds 40] [--ops 25] [--configs a,b,...]
+    python -m bench.requests [--quick] [--rounds 20] [--ops 25] [--replicas 3] [--configs a,b]
 
 Writes ``bench/results/requests.json``.
 """
@@ -45,17 +53,21 @@ from bench import common
 
 CONFIGS = (
     "not-installed",
+    "control",
     "disabled",
+    "stock-enabled",
     "enabled-unsigned",
     "enabled-signed",
     "signed-down",
     "signed-blackhole",
 )
+STOCK = {"not-installed", "control", "stock-enabled"}  # zaqar_otel never imported
 SIGNED = {"enabled-signed", "signed-down", "signed-blackhole"}
 HMAC_KEY = "bench-secret"
 TARGETS = {"disabled": 1.02, "enabled-unsigned": 1.02}
 RELIABILITY_TARGET = 1.1  # signed-down / signed-blackhole against enabled-signed
 PROJECT = "bench-project"
+STOCK_FLAGS = ("trace_wsgi_transport", "trace_message_store", "trace_management_store")
 FLAGS = (
     "trace_wsgi_transport",
     "trace_message_store",
@@ -83,7 +95,14 @@ def render_conf(config: str, redis_url: str, sql_url: str) -> str:
         "[drivers:management_store:sqlalchemy]",
         f"uri = {sql_url}",
     ]
-    if config != "not-installed":
+    if config == "stock-enabled":  # Zaqar's own tracing on, OSProfiler's default driver
+        lines += [
+            "[profiler]",
+            "enabled = true",
+            f"hmac_keys = {HMAC_KEY}",
+            *(f"{flag} = true" for flag in FLAGS if flag in STOCK_FLAGS),
+        ]
+    elif config not in ("not-installed", "control"):
         lines += [
             "[profiler]",
             f"enabled = {'false' if config == 'disabled' else 'true'}",
@@ -111,7 +130,7 @@ def build_stock_app(conf_path: str) -> Any:
 
 
 def build_app(config: str, conf_path: str) -> Any:
-    if config == "not-installed":
+    if config in STOCK:
         return build_stock_app(conf_path)
     from zaqar_otel import wsgi
 
@@ -242,7 +261,7 @@ def serve(config: str, redis_url: str, sql_url: str, warmup: int) -> None:
 
 
 def otel_env(config: str, endpoints: dict[str, str]) -> dict[str, str]:
-    if config in ("not-installed", "disabled"):
+    if config in ("not-installed", "control", "disabled", "stock-enabled"):
         return {}
     endpoint = {
         "signed-down": endpoints["down"],
@@ -255,15 +274,22 @@ def otel_env(config: str, endpoints: dict[str, str]) -> dict[str, str]:
 
 
 def run_rounds(
-    workers: dict[str, common.Worker], rounds: int, ops: int
+    workers: dict[str, list[common.Worker]], rounds: int, ops: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """{config: [batch result per round]}: each round one batch of ``ops`` per worker,
-    the order rotated every round (ABC, BCA, CAB, ...) so that drift cancels."""
-    configs = list(workers)
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+    """{config: [result per round]}: each round one batch of ``ops`` per worker process,
+    the order rotated every round (ABC, BCA, CAB, ...) so that drift cancels; a
+    config's figures in a round are the means over its processes (replicas), so
+    that one process's own bias (memory layout, placement) averages out."""
+    slots = [(config, i) for config, group in workers.items() for i in range(len(group))]
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in workers}
     for r in range(rounds):
-        for config in configs[r % len(configs) :] + configs[: r % len(configs)]:
-            results[config].append(workers[config].ask(f"run {ops}"))
+        batches: dict[str, list[dict[str, Any]]] = {c: [] for c in workers}
+        for config, i in slots[r % len(slots) :] + slots[: r % len(slots)]:
+            batches[config].append(workers[config][i].ask(f"run {ops}"))
+        for config, group in batches.items():
+            results[config].append(
+                {key: sum(b[key] for b in group) / len(group) for key in group[0]}
+            )
     return results
 
 
@@ -316,7 +342,9 @@ def _paired(runs: list[dict[str, Any]], base: list[dict[str, Any]], key: str) ->
     return round(common.median(_rounds(runs, base, key)), 3)
 
 
-def measure(configs: Sequence[str], rounds: int, ops: int, warmup: int) -> dict[str, Any]:
+def measure(
+    configs: Sequence[str], rounds: int, ops: int, warmup: int, replicas: int
+) -> dict[str, Any]:
     import sqlalchemy as sa
     from tests.servers import RedisServer
     from zaqar.storage.sqlalchemy import tables
@@ -339,29 +367,36 @@ def measure(configs: Sequence[str], rounds: int, ops: int, warmup: int) -> dict[
             "blackhole": hole.endpoint,
         }
         redis_url = redis_server.url  # type: ignore[attr-defined]
-        workers: dict[str, common.Worker] = {}
+        workers: dict[str, list[common.Worker]] = {}
         try:
             for config in configs:
                 args = ["--worker", config, "--redis", redis_url, "--sql", sql_url]
                 args += ["--warmup", str(warmup)]
-                workers[config] = common.Worker("bench.requests", args, otel_env(config, endpoints))
-            for worker in workers.values():
-                worker.read()  # ready: bootstrapped and warmed up
+                env = otel_env(config, endpoints)
+                workers[config] = [
+                    common.Worker("bench.requests", args, env) for _ in range(replicas)
+                ]
+            for group in workers.values():
+                for worker in group:
+                    worker.read()  # ready: bootstrapped and warmed up
             started = time.monotonic()
             results = run_rounds(workers, rounds, ops)
             seconds = time.monotonic() - started
-            statuses = {config: worker.ask("status") for config, worker in workers.items()}
+            statuses = {config: group[0].ask("status") for config, group in workers.items()}
         finally:
-            for worker in workers.values():
-                worker.close()
+            for group in workers.values():
+                for worker in group:
+                    worker.close()
         received = receiver.count()
-    if statuses.get("not-installed", {}).get("zaqar_otel_imported", False):
-        raise RuntimeError("the not-installed worker imported zaqar_otel")
+    for config in STOCK:
+        if statuses.get(config, {}).get("zaqar_otel_imported", False):
+            raise RuntimeError(f"the {config} worker imported zaqar_otel")
     summary = summarize(results)
     for config, status in statuses.items():
         summary[config].update(status)
     return {
         "rounds": rounds,
+        "processes_per_config": replicas,
         "ops_per_batch": ops,
         "warmup_ops": warmup,
         "operation": "POST 1 message + GET messages (limit 10), direct WSGI calls",
@@ -376,8 +411,9 @@ def measure(configs: Sequence[str], rounds: int, ops: int, warmup: int) -> dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke test)")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--ops", type=int, default=25, help="operations per batch")
+    parser.add_argument("--replicas", type=int, default=3, help="processes per config")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
@@ -391,8 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(configs) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown config(s) {unknown}; known: {', '.join(CONFIGS)}")
-    rounds, ops, warmup = (2, 3, 2) if args.quick else (args.rounds, args.ops, args.warmup)
-    result = measure(configs, rounds, ops, warmup)
+    rounds, ops, warmup, replicas = (
+        (2, 3, 2, 1) if args.quick else (args.rounds, args.ops, args.warmup, args.replicas)
+    )
+    result = measure(configs, rounds, ops, warmup, replicas)
     result["quick"] = args.quick
     common.write_result("requests", result)
     common.emit(result)
