@@ -67,3 +67,42 @@ def test_bridge_resource_is_hashed_once_and_equals_the_plain_resource(monkeypatc
     assert len(dumps) == 1
     hash(plain)
     assert len(dumps) == 2  # a plain Resource dumps on every hash
+
+
+def test_queue_full_drops_are_counted_exactly_and_cheaply(caplog):
+    """Two producers, an exporter stuck until released: every span exported or counted."""
+    import threading
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from zaqar_otel.export import CountingBatchSpanProcessor
+
+    release = threading.Event()
+    exported = []
+
+    class Stuck(SpanExporter):
+        def export(self, spans):
+            release.wait(30)
+            exported.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    processor = CountingBatchSpanProcessor(Stuck(), max_queue_size=64, max_export_batch_size=16)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+
+    def produce():
+        for _ in range(500):
+            tracer.start_span("s").end()
+
+    threads = [threading.Thread(target=produce) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert processor.dropped > 0
+    release.set()
+    processor.force_flush()
+    assert len(exported) + processor.dropped == 1000
+    assert "Queue full" not in caplog.text  # no per-span record from the SDK
+    processor.shutdown()
