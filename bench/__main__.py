@@ -156,7 +156,7 @@ def rows(results: dict[str, Any]) -> list[list[object]]:
             [
                 f"3. burst of {spans:,} (3 x queue): exported, dropped (counted)",
                 f"{over['exported'][0]:,}, {over['dropped_queue_full'][0]:,} "
-                f"(off by {unaccounted})",
+                f"(unaccounted: {unaccounted})",
                 "counted",
                 "ok" if unaccounted == 0 else f"counter off by {unaccounted}",
             ]
