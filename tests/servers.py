@@ -45,6 +45,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
+from zaqar_otel.demo_stack import JaegerPorts, jaeger_config
 from zaqar_otel.receiver import (
     OTLPReceiver,
     ReceivedRequest,
@@ -744,55 +745,15 @@ class JaegerServer(ProcessServer):
 
     def config(self) -> dict[str, Any]:
         """The collector configuration (written as YAML - JSON is valid YAML)."""
-
-        def ep(port: int) -> dict[str, str]:
-            return {"endpoint": f"{LOCALHOST}:{port}"}
-
-        return {
-            "service": {
-                "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
-                "pipelines": {
-                    "traces": {
-                        "receivers": ["otlp"],
-                        "processors": ["batch"],
-                        "exporters": ["jaeger_storage_exporter"],
-                    }
-                },
-                "telemetry": {
-                    "resource": {"service.name": "jaeger"},
-                    # no Prometheus endpoint on :8888 (it would collide between instances)
-                    "metrics": {"level": "none"},
-                    "logs": {"level": "info"},
-                },
-            },
-            "extensions": {
-                "jaeger_storage": {
-                    "backends": {"memstore": {"memory": {"max_traces": self.max_traces}}}
-                },
-                "jaeger_query": {
-                    "storage": {"traces": "memstore"},
-                    "enable_tracing": False,  # keep Jaeger's own spans out of the store
-                    "http": ep(self.query_http_port),
-                    "grpc": ep(self.query_grpc_port),
-                },
-                "healthcheckv2": {
-                    "use_v2": True,
-                    "http": ep(self.health_http_port),
-                    "grpc": ep(self.health_grpc_port),
-                },
-            },
-            "receivers": {
-                "otlp": {
-                    "protocols": {
-                        "grpc": ep(self.otlp_grpc_port),
-                        "http": ep(self.otlp_http_port),
-                    }
-                }
-            },
-            # short batch timeout so that spans are queryable quickly
-            "processors": {"batch": {"timeout": "100ms"}},
-            "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
-        }
+        ports = JaegerPorts(
+            query_http=self.query_http_port,
+            query_grpc=self.query_grpc_port,
+            otlp_grpc=self.otlp_grpc_port,
+            otlp_http=self.otlp_http_port,
+            health=self.health_http_port,
+            health_grpc=self.health_grpc_port,
+        )
+        return jaeger_config(ports, self.max_traces)
 
     def _ports(self) -> list[int]:
         return [

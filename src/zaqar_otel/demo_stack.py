@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 LOCALHOST = "127.0.0.1"
 REDIS_HINT = "install it with: apt-get install -y redis-server"
@@ -250,6 +251,7 @@ class JaegerPorts:
     otlp_grpc: int
     otlp_http: int
     health: int
+    health_grpc: int = 0
 
     @classmethod
     def pick(cls) -> JaegerPorts:
@@ -259,12 +261,19 @@ class JaegerPorts:
         )
 
 
-def jaeger_config(ports: JaegerPorts) -> dict[str, object]:
-    """Jaeger v2 all-in-one: OTLP in, memory store, query API (a collector configuration)."""
+def jaeger_config(ports: JaegerPorts, max_traces: int = 10_000) -> dict[str, Any]:
+    """Jaeger v2 all-in-one: OTLP in, memory store, query API (a collector configuration).
+
+    Every port is explicit (``health_grpc`` too, when set: its default, 13132,
+    would collide between two instances); no Prometheus listener on :8888.
+    """
 
     def ep(port: int) -> dict[str, str]:
         return {"endpoint": f"{LOCALHOST}:{port}"}
 
+    health: dict[str, Any] = {"use_v2": True, "http": ep(ports.health)}
+    if ports.health_grpc:
+        health["grpc"] = ep(ports.health_grpc)
     return {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
@@ -275,21 +284,26 @@ def jaeger_config(ports: JaegerPorts) -> dict[str, object]:
                     "exporters": ["jaeger_storage_exporter"],
                 }
             },
-            "telemetry": {"metrics": {"level": "none"}, "logs": {"level": "info"}},
+            "telemetry": {
+                "resource": {"service.name": "jaeger"},
+                "metrics": {"level": "none"},
+                "logs": {"level": "info"},
+            },
         },
         "extensions": {
-            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 10000}}}},
+            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": max_traces}}}},
             "jaeger_query": {
                 "storage": {"traces": "memstore"},
-                "enable_tracing": False,
+                "enable_tracing": False,  # keep Jaeger's own spans out of the store
                 "http": ep(ports.query_http),
                 "grpc": ep(ports.query_grpc),
             },
-            "healthcheckv2": {"use_v2": True, "http": ep(ports.health)},
+            "healthcheckv2": health,
         },
         "receivers": {
             "otlp": {"protocols": {"grpc": ep(ports.otlp_grpc), "http": ep(ports.otlp_http)}}
         },
+        # a short batch timeout: spans are queryable quickly
         "processors": {"batch": {"timeout": "100ms"}},
         "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
     }
