@@ -1,7 +1,7 @@
 # Zaqar with zaqar-otel, for docker-compose.yml (the demo stack) or as a starting point.
 #   docker build -t zaqar-otel .
 #   docker run -p 8888:8888 -e OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 zaqar-otel
-# Serves zaqar_otel.wsgi:application under gunicorn (pure Python, no compiler needed in a
+# Serves zaqar_otel.zaqar.wsgi:application under gunicorn (pure Python, no compiler needed in a
 # slim image); the WSGI app is built in each worker after the fork, so every worker has
 # its own exporter thread. uWSGI works the same way (README: Production guide).
 FROM python:3.11-slim
@@ -25,4 +25,4 @@ USER 10001
 WORKDIR /tmp
 EXPOSE 8888
 CMD ["gunicorn", "--bind", "0.0.0.0:8888", "--workers", "2", "--timeout", "60", \
-     "zaqar_otel.wsgi:application"]
+     "zaqar_otel.zaqar.wsgi:application"]

@@ -50,7 +50,7 @@ def driver(
     to false (no Redis or SQL here); ``flags`` overrides any ``[profiler]`` option.
     """
     from zaqar_otel import driver as driver_module
-    from zaqar_otel import export, options
+    from zaqar_otel.bridge import export, options
 
     conf = cfg.ConfigOpts()
     options.register_opts(conf)

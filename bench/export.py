@@ -52,8 +52,8 @@ def queue_size() -> int:
 
 def captured_spans(count: int) -> list[ReadableSpan]:
     """``count`` spans as the bridge makes them (OSProfiler start + stop, seven attributes)."""
-    from zaqar_otel import provider
-    from zaqar_otel import spans as bridge_spans
+    from zaqar_otel.bridge import provider
+    from zaqar_otel.bridge import spans as bridge_spans
 
     # the bridge's span code on a private provider: the process's one driver
     # (end_to_end) stays the only one that builds a global provider
@@ -73,7 +73,7 @@ def captured_spans(count: int) -> list[ReadableSpan]:
 
 def pipeline(endpoint: str) -> tuple[Any, Any]:
     """(processor, guarded exporter) as the bridge builds them for ``endpoint``."""
-    from zaqar_otel import export
+    from zaqar_otel.bridge import export
 
     inner = export.build_exporter(export.parse_connection_string(f"otel://{endpoint[7:]}"))
     if inner is None:

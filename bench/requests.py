@@ -117,8 +117,9 @@ def build_stock_app(conf_path: str) -> Any:
     """Zaqar's WSGI app exactly as ``zaqar.transport.wsgi.app`` builds it, without the bridge."""
     from oslo_config import cfg
     from oslo_log import log
-    from zaqar import bootstrap
     from zaqar.common import consts
+
+    from zaqar import bootstrap
 
     conf = cfg.CONF
     log.register_options(conf)
@@ -132,7 +133,7 @@ def build_stock_app(conf_path: str) -> Any:
 def build_app(config: str, conf_path: str) -> Any:
     if config in STOCK:
         return build_stock_app(conf_path)
-    from zaqar_otel import wsgi
+    from zaqar_otel.zaqar import wsgi
 
     return wsgi.build([conf_path])
 

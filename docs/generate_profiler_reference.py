@@ -1,6 +1,6 @@
 """Generate the ``[profiler]`` reference from the registered options.
 
-Writes, from ``zaqar_otel.options.list_opts`` (the ``oslo-config-generator --namespace
+Writes, from ``zaqar_otel.bridge.options.list_opts`` (the ``oslo-config-generator --namespace
 zaqar_otel`` entry point: OSProfiler's options and the bridge's) plus Zaqar's own three
 ``trace_*`` options:
 
@@ -51,7 +51,7 @@ def conf_sample() -> str:
 
 def owned_options() -> list[tuple[str, cfg.Opt]]:
     """(owner, option) for every [profiler] option: OSProfiler's, Zaqar's, the bridge's."""
-    from zaqar_otel import options
+    from zaqar_otel.bridge import options
 
     bridge = {opt.name for opt in options.BRIDGE_OPTS}
     rows: list[tuple[str, cfg.Opt]] = []

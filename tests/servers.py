@@ -16,7 +16,7 @@ Servers:
   storage, OTLP gRPC + HTTP receivers and the query API; restartable.
 * :class:`OTLPReceiver` - an in-process OTLP/HTTP (protobuf) trace receiver that decodes the
   spans into :class:`ReceivedSpan` records, with switches to answer errors or hang (it lives
-  in :mod:`zaqar_otel.receiver`, which the demo uses too; re-exported here).
+  in :mod:`zaqar_otel.demo.receiver`, which the demo uses too; re-exported here).
 
 The Go binaries (``jaeger``, ``ferretdb``) are looked up in ``$ZAQAR_OTEL_TOOLS`` or
 ``~/.cache/zaqar-otel/bin`` first (where ``.ci/build-go-tools`` puts them), then on ``PATH``.
@@ -45,12 +45,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
 
-from zaqar_otel.demo_stack import JaegerPorts, jaeger_config
-from zaqar_otel.receiver import (
+from zaqar_otel.demo.receiver import (
     OTLPReceiver,
     ReceivedRequest,
     ReceivedSpan,
 )
+from zaqar_otel.demo.stack import JaegerPorts, jaeger_config
 
 __all__ = [
     "BinaryNotFoundError",

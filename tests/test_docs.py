@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 from oslo_config import cfg
 
-from zaqar_otel import options
+from zaqar_otel.bridge import options
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -115,7 +115,7 @@ def test_troubleshooting_quotes_the_bridges_real_log_lines() -> None:
     text = README.read_text().split("## Troubleshooting", 1)[1]
     quoted = re.findall(r"`(zaqar-otel: [^`]+)`", text)
     assert len(quoted) >= 2
-    source = (ROOT / "src" / "zaqar_otel" / "export.py").read_text()
+    source = (ROOT / "src" / "zaqar_otel" / "bridge" / "export.py").read_text()
     source = re.sub(r'"\s*\n\s*"', "", source)  # join implicitly concatenated strings
     for line in quoted:
         words = " ".join(line.split())  # the README may wrap a quote

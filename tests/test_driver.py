@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.subproc import run_profiled
-from zaqar_otel import ids
+from zaqar_otel.bridge import ids
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.servers

@@ -18,7 +18,7 @@ from oslo_config import cfg
 from osprofiler import initializer, notifier, profiler
 
 import zaqar_otel
-from zaqar_otel import backends
+from zaqar_otel.bridge import backends
 
 EXPORTER = InMemorySpanExporter()
 HMAC_KEY = "test-secret"

@@ -95,7 +95,7 @@ class ZaqarServer:
                 "--http-socket",
                 f"127.0.0.1:{self.port}",
                 "--module",
-                "zaqar_otel.wsgi:application",
+                "zaqar_otel.zaqar.wsgi:application",
                 "--processes",
                 "2",
                 "--max-requests",
@@ -113,7 +113,7 @@ class ZaqarServer:
                 f"127.0.0.1:{self.port}",
                 "--workers",
                 "2",
-                "zaqar_otel.wsgi:application",
+                "zaqar_otel.zaqar.wsgi:application",
             ]
             self.process = None
             return

@@ -14,8 +14,8 @@
 
 from __future__ import annotations
 
+from zaqar_otel.bridge.options import list_opts, register_opts
 from zaqar_otel.driver import OTelDriver, status
-from zaqar_otel.options import list_opts, register_opts
 
 __version__ = "0.1.0"
 

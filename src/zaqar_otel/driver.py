@@ -16,7 +16,7 @@ from typing import Any
 from oslo_config import cfg
 from osprofiler.drivers import base
 
-from zaqar_otel import options
+from zaqar_otel.bridge import options
 
 
 def service_name(project: str | None, service: str | None) -> str:
@@ -47,7 +47,7 @@ class OTelDriver(base.Driver):
             connection_str, project=project, service=service, host=host, conf=conf, **kwargs
         )
         # Heavy imports only when the driver is really used.
-        from zaqar_otel import backends, export, provider, quiet, spans
+        from zaqar_otel.bridge import backends, export, logs, provider, spans
 
         self.conf = conf
         self._profiler_group: Any = None
@@ -61,7 +61,7 @@ class OTelDriver(base.Driver):
             # exporter, instrumentation or signal handler then.
             return
         options.register_opts(conf)
-        quiet.install()
+        logs.install()
 
         def processor() -> export.CountingBatchSpanProcessor | None:
             inner = export.build_exporter(endpoint)
@@ -75,7 +75,7 @@ class OTelDriver(base.Driver):
             service_name(project, service), processor
         )
         if not self.built_provider and endpoint.url is not None:
-            quiet.LOG.info(
+            logs.LOG.info(
                 "zaqar-otel: this process already has a TracerProvider; spans go where it "
                 "exports, not to %s",
                 endpoint.url,
@@ -94,7 +94,7 @@ class OTelDriver(base.Driver):
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)
             self.backends = backends.apply(conf.profiler, self.provider, full_statements)
-            quiet.LOG.info("zaqar-otel: [profiler] reloaded, backends traced: %s", self.backends)
+            logs.LOG.info("zaqar-otel: [profiler] reloaded, backends traced: %s", self.backends)
 
         register_hook = getattr(conf, "register_mutate_hook", None)
         if register_hook is not None:
@@ -158,7 +158,8 @@ class OTelDriver(base.Driver):
 
         from osprofiler import exc
 
-        from zaqar_otel import export, jaeger
+        from zaqar_otel.bridge import export
+        from zaqar_otel.lookup import jaeger
 
         url = export.parse_connection_string(self.connection_str).query
         url = url or os.environ.get("ZAQAR_OTEL_JAEGER_QUERY", "").strip()
@@ -180,7 +181,7 @@ class OTelDriver(base.Driver):
         """
         from osprofiler import exc
 
-        from zaqar_otel import jaeger, report
+        from zaqar_otel.lookup import jaeger, report
 
         query = self._jaeger()
         try:
@@ -213,7 +214,8 @@ class OTelDriver(base.Driver):
     def _traces(self) -> list[dict[str, Any]]:
         from osprofiler import exc
 
-        from zaqar_otel import ids, jaeger, report
+        from zaqar_otel.bridge import ids
+        from zaqar_otel.lookup import jaeger, report
 
         query = self._jaeger()
         found: dict[str, list[jaeger.SpanRecord]] = {}

@@ -29,7 +29,7 @@ from osprofiler import profiler, web
 from webob import Request
 
 import zaqar_otel
-from zaqar_otel import ids
+from zaqar_otel.bridge import ids
 
 KEY = "soak-secret"
 CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
@@ -116,7 +116,7 @@ def main() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
-    from zaqar_otel import wsgi
+    from zaqar_otel.zaqar import wsgi
 
     app = wsgi.build([write_conf(args.redis, args.sql)])
     queues = [f"soak-{uuid.uuid4().hex[:10]}" for _ in range(args.threads)]

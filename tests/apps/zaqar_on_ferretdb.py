@@ -40,6 +40,6 @@ Collection.find_one_and_update = _without_projection(  # type: ignore[method-ass
 )
 
 if __name__ == "__main__":
-    from zaqar_otel.server import main
+    from zaqar_otel.zaqar.server import main
 
     main()

@@ -1,0 +1,16 @@
+"""The core bridge: OSProfiler notifications in, OpenTelemetry spans out, exported by OTLP.
+
+Nothing here knows Zaqar; any OSProfiler-instrumented process can use it.
+The data flow, one module per stage::
+
+    OSProfiler notification (dict)
+      -> spans.SpanBridge        pairs -start/-stop by id, parents, context attach
+           attributes            info -> span name, kind, semantic-convention attributes
+           ids                   OSProfiler UUIDs -> OTel trace/span ids
+      -> provider                the SDK TracerProvider (found or built), chosen ids
+           gate                  DB spans only inside profiled requests, no literal values
+           backends              [profiler] flags -> pymongo / redis / SQLAlchemy instrumentors
+      -> export                  otel:// -> OTLP exporter, counted drops and failures
+
+``options`` holds the ``[profiler]`` options; ``logs`` keeps SDK log floods to one line.
+"""

@@ -1,0 +1,139 @@
+"""The TracerProvider the bridge records into, and chosen span ids.
+
+* ``use_or_build(service)``: the process's SDK provider if one is set (say by
+  ``opentelemetry-instrument``), never replaced; otherwise one built from the
+  ``OTEL_*`` environment and made global, ``service`` as default service name.
+* ``HintedIdGenerator``: the SDK takes no span id in ``start_span``; this id
+  generator returns the ids a thread hinted just before the call, so OTel ids
+  equal those derived from OSProfiler's (see ``zaqar_otel.bridge.ids``).
+* ``flush_on_sigterm``: queued spans are flushed before SIGTERM ends the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+
+
+class HintedIdGenerator(IdGenerator):
+    """Ids hinted by the current thread, else those of the wrapped generator."""
+
+    def __init__(self, fallback: IdGenerator | None = None) -> None:
+        self.fallback = fallback or RandomIdGenerator()
+        self._local = threading.local()
+
+    @contextmanager
+    def hint(self, trace_id: int, span_id: int) -> Iterator[None]:
+        """Ids for the one span started inside this block, in this thread."""
+        self._local.ids = (trace_id, span_id)
+        try:
+            yield
+        finally:
+            self._local.ids = None
+
+    def generate_trace_id(self) -> int:
+        ids = getattr(self._local, "ids", None)
+        return ids[0] if ids else self.fallback.generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        ids = getattr(self._local, "ids", None)
+        if ids:
+            self._local.ids = None
+            return int(ids[1])
+        return self.fallback.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        if getattr(self._local, "ids", None):
+            return False
+        return self.fallback.is_trace_id_random()
+
+
+class _HashedOnce(Resource):
+    """A Resource that computes its hash once: the SDK's OTLP encoder hashes the
+    resource of every span it exports (a sorted JSON dump each time)."""
+
+    _hash: int | None = None
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = super().__hash__()
+        return self._hash
+
+
+def resource_for(service: str) -> Resource:
+    """``service`` as default service.name; OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win."""
+    merged = Resource.create({SERVICE_NAME: service}).merge(OTELResourceDetector().detect())
+    return _HashedOnce(merged.attributes, merged.schema_url)
+
+
+def sdk_provider() -> TracerProvider | None:
+    """The global provider if it is the SDK's."""
+    current = trace.get_tracer_provider()
+    return current if isinstance(current, TracerProvider) else None
+
+
+def use_or_build(
+    service: str, processor: Callable[[], SpanProcessor | None]
+) -> tuple[TracerProvider, HintedIdGenerator, bool]:
+    """(provider, its hinted id generator, whether the bridge built it).
+
+    ``processor`` is called only when a provider is built.
+    """
+    provider = sdk_provider()
+    built = provider is None
+    if provider is None:
+        provider = TracerProvider(resource=resource_for(service), id_generator=HintedIdGenerator())
+        chosen = processor()
+        if chosen is not None:
+            provider.add_span_processor(chosen)
+        # Refused (with a warning) if a non-SDK provider was set first: theirs
+        # stays global, the bridge and the DB instrumentors record into this one.
+        trace.set_tracer_provider(provider)
+    generator: IdGenerator = provider.id_generator
+    if not isinstance(generator, HintedIdGenerator):
+        # An existing provider: wrap its generator, so tracers created from now
+        # on (the bridge's among them) take hints; others keep working as before.
+        generator = HintedIdGenerator(generator)
+        provider.id_generator = generator  # type: ignore[assignment]
+    return provider, generator, built
+
+
+def flush_on_sigterm(provider: TracerProvider, timeout_millis: int = 5000) -> bool:
+    """On SIGTERM, flush queued spans (bounded by ``timeout_millis``), then terminate as before.
+
+    An application's own SIGTERM handler is kept and called after the flush; an
+    ignored SIGTERM, or one handled outside Python (uWSGI), is left alone. Only
+    possible from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None or previous is signal.SIG_IGN:
+        # None: a handler installed outside Python (uWSGI's own); leave it be,
+        # such servers end their workers through the normal exit path.
+        return False
+    if getattr(previous, "__zaqar_otel__", False):
+        return False
+
+    def handler(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):  # never let the flush stop the termination
+            provider.force_flush(timeout_millis)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    handler.__zaqar_otel__ = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handler)
+    return True

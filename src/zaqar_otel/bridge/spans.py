@@ -1,0 +1,192 @@
+"""OSProfiler start/stop notifications -> OpenTelemetry spans.
+
+One ``-start`` opens one span, the ``-stop`` with the same element id ends it:
+pairs are matched by id in a table, never by a stack, so threads cannot end
+each other's spans. While a span is open its context is attached in the thread
+that opened it (OSProfiler notifies synchronously in the traced thread), so
+spans of the DB instrumentations started meanwhile are its children; the
+context also carries the ``PROFILED`` mark the DB gate looks for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+from zaqar_otel.bridge import attributes, ids
+from zaqar_otel.bridge.gate import PROFILED
+from zaqar_otel.bridge.logs import LOG, log_once
+from zaqar_otel.bridge.provider import HintedIdGenerator
+
+DEFAULT_MAX_OPEN = 10_000
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+@dataclass
+class _Open:
+    span: trace.Span
+    token: object
+    thread: int
+
+
+def _never(name: str, info: Mapping[str, Any]) -> bool:
+    return False
+
+
+class SpanBridge:
+    """Turns notifications into spans of ``tracer`` (whose provider uses ``hints``)."""
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        hints: HintedIdGenerator,
+        skip: Callable[[str, Mapping[str, Any]], bool] = _never,
+        full_statements: Callable[[], bool] = lambda: False,
+        max_open: int = DEFAULT_MAX_OPEN,
+    ) -> None:
+        self.tracer = tracer
+        self.hints = hints
+        self.skip = skip
+        self.full_statements = full_statements
+        self.max_open = max_open
+        self.evicted = 0
+        self.malformed = 0
+        self._open: OrderedDict[str, _Open] = OrderedDict()
+        # Skipped elements -> their own parent, so that their children hang
+        # under the nearest exported ancestor instead of a missing span.
+        self._skipped: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._last_trace: tuple[str, int] = ("", 0)
+
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def handle(self, payload: Mapping[str, Any]) -> None:
+        """Process one notification; never raises."""
+        try:
+            name = payload["name"]
+            if name.endswith("-start"):
+                self._start(payload, name[: -len("-start")])
+            elif name.endswith("-stop"):
+                self._stop(payload)
+            else:
+                raise ValueError(f"notification name {name!r} ends in neither -start nor -stop")
+        except Exception:
+            self.malformed += 1
+            log_once.warning(
+                "malformed",
+                "zaqar-otel: dropped a malformed OSProfiler notification (logged once; %r)",
+                _preview(payload),
+                exc_info=True,
+            )
+
+    def _trace_id(self, base_id: str) -> int:
+        """``ids.trace_id(base_id)``, remembered for the last base id (one trace: many spans)."""
+        last = self._last_trace
+        if last[0] == base_id:
+            return last[1]
+        number = ids.trace_id(base_id)
+        self._last_trace = (base_id, number)
+        return number
+
+    def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
+        current = context_api.get_current()
+        while parent_id is not None and parent_id in self._skipped:
+            parent_id = self._skipped[parent_id]
+        if not parent_id or parent_id == base_id:
+            return trace.set_span_in_context(trace.INVALID_SPAN, current)
+        entry = self._open.get(parent_id)
+        if entry is not None:
+            return trace.set_span_in_context(entry.span, current)
+        remote = SpanContext(
+            self._trace_id(base_id), ids.span_id(parent_id), is_remote=True, trace_flags=_SAMPLED
+        )
+        return trace.set_span_in_context(NonRecordingSpan(remote), current)
+
+    def _start(self, payload: Mapping[str, Any], name: str) -> None:
+        element_id = str(payload["trace_id"])
+        base_id = str(payload["base_id"])
+        raw_parent = payload.get("parent_id")
+        # ids are used as keys: whatever a signed header carried, use its text
+        parent_id = None if raw_parent is None else str(raw_parent)
+        info = payload.get("info") or {}
+        if type(info) is not dict and not isinstance(info, Mapping):
+            raise TypeError("info is not a mapping")
+        if self.skip(name, info):
+            with self._lock:
+                self._skipped[element_id] = parent_id
+                while len(self._skipped) > self.max_open:
+                    self._skipped.popitem(last=False)
+            return
+        # trace_db_statements is read only where it matters (an oslo.config lookup)
+        full = "db" in info and self.full_statements()
+        span_name, kind, attrs = attributes.describe_start(name, info, full)
+        attrs["osprofiler.id"] = element_id
+        attrs["osprofiler.base_id"] = base_id
+        parent = self._parent_context(base_id, parent_id)
+        with self.hints.hint(self._trace_id(base_id), ids.span_id(element_id)):
+            span = self.tracer.start_span(span_name, parent, kind, attrs)
+        current = trace.set_span_in_context(span, parent)
+        token = context_api.attach(context_api.set_value(PROFILED, True, current))
+        with self._lock:
+            self._open[element_id] = _Open(span, token, threading.get_ident())
+            overflow = len(self._open) - self.max_open
+            stale = [self._open.popitem(last=False)[1] for _ in range(max(overflow, 0))]
+        for entry in stale:
+            self._end_unfinished(entry)
+
+    def _end_unfinished(self, entry: _Open) -> None:
+        self.evicted += 1
+        log_once.warning(
+            "evicted",
+            "zaqar-otel: more than %d spans open without a stop; ending the oldest (logged once)",
+            self.max_open,
+        )
+        entry.span.set_attribute("osprofiler.unfinished", True)
+        entry.span.end()
+
+    def _stop(self, payload: Mapping[str, Any]) -> None:
+        element_id = str(payload["trace_id"])
+        with self._lock:
+            entry = self._open.pop(element_id, None)
+            if entry is None:
+                self._skipped.pop(element_id, None)
+        if entry is None:
+            # Skipped start (e.g. an OSProfiler SQL event replaced by the OTel
+            # SQLAlchemy span), evicted, or a stop without start: nothing to end.
+            return
+        try:
+            info = payload.get("info") or {}
+            if isinstance(info, Mapping):
+                stop_attrs, error = attributes.describe_stop(info)
+                if stop_attrs:
+                    entry.span.set_attributes(stop_attrs)
+                if error is not None:
+                    etype, message = error
+                    entry.span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
+                    entry.span.add_event(
+                        "exception", {"exception.type": etype, "exception.message": message}
+                    )
+        finally:
+            if entry.thread == threading.get_ident():
+                _detach(entry.token)
+            entry.span.end()
+
+
+def _detach(token: object) -> None:
+    try:
+        context_api.detach(token)  # type: ignore[arg-type]
+    except Exception:
+        LOG.debug("zaqar-otel: context detach failed", exc_info=True)
+
+
+def _preview(payload: object) -> str:
+    text = repr(payload)
+    return text if len(text) < 300 else text[:297] + "..."

@@ -1,0 +1,7 @@
+"""``python -m zaqar_otel.demo``."""
+
+import sys
+
+from zaqar_otel.demo.run import main
+
+sys.exit(main())

@@ -1,0 +1,18 @@
+"""The Zaqar integration: what makes a Zaqar server produce one trace per profiled request.
+
+In: a Zaqar process (``zaqar-server``, a WSGI container, ``opentelemetry-instrument``).
+Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
+(``zaqar_otel.bridge``) through ``otel://``.
+
+* ``patch``: ``install()`` applies the hooks below to Zaqar (idempotent);
+* ``fixes``: Zaqar bugs that ``[profiler]`` flags trip over;
+* ``middleware``: route, status and messaging attributes on the request span;
+* ``websocket``: traces the websocket transport;
+* ``server``, ``wsgi``, ``instrumentor``: the three ways to run Zaqar with the bridge.
+"""
+
+from __future__ import annotations
+
+from zaqar_otel.zaqar.patch import install
+
+__all__ = ["install"]

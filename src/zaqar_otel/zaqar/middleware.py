@@ -1,0 +1,124 @@
+"""A Falcon middleware that names the request span of a profiled request.
+
+It gives the span its route (``POST /v2/queues/{queue_name}/messages``), the status
+code and the messaging attributes (``messaging.system = zaqar``,
+``messaging.destination.name``, ``messaging.operation.name`` and ``.type``,
+``messaging.batch.message_count``, ``zaqar.project_id``). ``add_to_transport`` is the
+hook that adds it to Zaqar's WSGI app.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from zaqar_otel.bridge.gate import in_profiled_request
+from zaqar_otel.bridge.logs import LOG
+
+# (method, route suffix) -> (messaging.operation.name, messaging.operation.type)
+_OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("POST", "/messages"): ("post", "send"),
+    ("GET", "/messages"): ("list", "receive"),
+    ("DELETE", "/messages"): ("delete", "settle"),
+    ("GET", "/messages/{message_id}"): ("get", "receive"),
+    ("DELETE", "/messages/{message_id}"): ("delete", "settle"),
+    ("POST", "/claims"): ("claim", "receive"),
+    ("GET", "/claims/{claim_id}"): ("get_claim", "receive"),
+    ("PATCH", "/claims/{claim_id}"): ("update_claim", "receive"),
+    ("DELETE", "/claims/{claim_id}"): ("release_claim", "settle"),
+    ("PUT", "/queues/{queue_name}"): ("create_queue", "create"),
+    ("DELETE", "/queues/{queue_name}"): ("delete_queue", "settle"),
+    ("GET", "/queues/{queue_name}/stats"): ("stats", "receive"),
+}
+# response keys that list messages
+_MESSAGE_LISTS = ("resources", "messages")
+
+
+def operation_for(method: str, route: str) -> tuple[str, str] | None:
+    for (verb, suffix), operation in _OPERATIONS.items():
+        if verb == method and route.endswith(suffix):
+            return operation
+    return None
+
+
+def _message_count(resp: Any) -> int | None:
+    text = getattr(resp, "text", None)
+    if not text:
+        return None
+    try:
+        body = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(body, list):
+        return len(body)
+    if isinstance(body, dict):
+        for key in _MESSAGE_LISTS:
+            if isinstance(body.get(key), list):
+                return len(body[key])
+    return None
+
+
+class TraceAttributesMiddleware:
+    """Falcon middleware: route, status, messaging attributes on the request span."""
+
+    def process_resource(self, req: Any, resp: Any, resource: Any, params: dict[str, Any]) -> None:
+        if not in_profiled_request():
+            return
+        try:
+            span = trace.get_current_span()
+            if not span.is_recording():
+                return
+            route = req.uri_template
+            if route:
+                span.update_name(f"{req.method} {route}")
+                span.set_attribute("http.route", route)
+            queue = params.get("queue_name")
+            project = req.get_header("X-Project-ID")
+            if project:
+                span.set_attribute("zaqar.project_id", project)
+            if queue:
+                span.set_attribute("messaging.system", "zaqar")
+                span.set_attribute("messaging.destination.name", queue)
+                operation = operation_for(req.method, route or "")
+                if operation:
+                    span.set_attribute("messaging.operation.name", operation[0])
+                    span.set_attribute("messaging.operation.type", operation[1])
+        except Exception:
+            LOG.debug("zaqar-otel: could not annotate the request span", exc_info=True)
+
+    def process_response(self, req: Any, resp: Any, resource: Any, req_succeeded: bool) -> None:
+        if not in_profiled_request():
+            return
+        try:
+            span = trace.get_current_span()
+            if not span.is_recording():
+                return
+            status = int(str(resp.status).split()[0])
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR, str(resp.status)))
+            if req.method in ("POST", "GET") and 200 <= status < 300:
+                count = _message_count(resp)
+                if count is not None and "messaging.operation.name" in getattr(
+                    span, "attributes", {}
+                ):
+                    span.set_attribute("messaging.batch.message_count", count)
+        except Exception:
+            LOG.debug("zaqar-otel: could not annotate the response", exc_info=True)
+
+
+def add_to_transport(original: Any) -> Any:
+    @functools.wraps(original)
+    def _init_middleware(self: Any) -> Any:
+        try:
+            self.app.add_middleware(TraceAttributesMiddleware())
+        except Exception:
+            LOG.warning("zaqar-otel: could not add the trace middleware", exc_info=True)
+        return original(self)
+
+    _init_middleware.__zaqar_otel__ = True  # type: ignore[attr-defined]
+    return _init_middleware

@@ -1,0 +1,38 @@
+"""``install()``: apply the fixes and hooks to Zaqar (idempotent), before Zaqar's
+``Bootstrap`` builds its transport."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from zaqar_otel.zaqar import fixes, middleware, websocket
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def _patch(owner: Any, name: str, wrapper: Any) -> None:
+    current = getattr(owner, name)
+    if not getattr(current, "__zaqar_otel__", False):
+        setattr(owner, name, wrapper(current))
+
+
+def install() -> None:
+    """Apply the Zaqar fixes and hooks (idempotent). Needs Zaqar importable."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        from zaqar.api import handler
+        from zaqar.storage import utils as storage_utils
+        from zaqar.transport.middleware import profile
+        from zaqar.transport.wsgi import driver as wsgi_driver
+
+        import zaqar_otel  # noqa: F401  (registers otel://)
+
+        _patch(storage_utils, "load_storage_driver", fixes.fixed_loader)
+        _patch(profile, "setup", fixes.authoritative_setup)
+        _patch(wsgi_driver.Driver, "_init_middleware", middleware.add_to_transport)
+        _patch(handler.Handler, "process_request", websocket.traced_handler)
+        _installed = True

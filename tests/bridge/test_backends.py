@@ -1,0 +1,151 @@
+"""[profiler] flags -> DB spans, against real Redis, SQLite, PostgreSQL and FerretDB."""
+
+import uuid
+
+import pymongo
+import pytest
+import redis
+import sqlalchemy as sa
+from osprofiler import profiler
+from osprofiler import sqlalchemy as osprofiler_sqlalchemy
+
+from tests import tracing
+from zaqar_otel.bridge import ids
+
+pytestmark = pytest.mark.servers
+
+
+def teardown_function():
+    profiler.clean()
+
+
+def _profiled(work):
+    """Run work() inside an OSProfiler request span; return (root span, trace spans)."""
+    p = tracing.start_profiling()
+    with profiler.Trace("wsgi", info={"request": {"method": "POST", "path": "/x"}}):
+        with profiler.Trace("message_controller"):
+            work()
+    profiler.clean()
+    spans = tracing.by_trace(tracing.finished(), ids.trace_hex(p.get_base_id()))
+    [controller] = [s for s in spans if s.name == "message_controller"]
+    return controller, spans
+
+
+def _db_spans(system):
+    return [
+        s
+        for s in tracing.finished()
+        if s.attributes.get("db.system") == system or s.attributes.get("db.system.name") == system
+    ]
+
+
+# Redis
+
+
+def test_redis_spans_are_children_of_the_open_osprofiler_span(redis_server):
+    tracing.init_bridge(trace_redis=True)
+    client = redis.Redis.from_url(redis_server.url)
+    key = f"k-{uuid.uuid4()}"
+    controller, spans = _profiled(lambda: (client.set(key, "secret-value"), client.get(key)))
+    commands = [s for s in spans if s in _db_spans("redis")]
+    assert [s.name for s in commands] == ["SET", "GET"]
+    for span in commands:
+        assert span.parent.span_id == controller.context.span_id
+        assert "secret-value" not in str(dict(span.attributes))
+
+
+def test_redis_outside_a_profiled_request_exports_nothing(redis_server):
+    tracing.init_bridge(trace_redis=True)
+    redis.Redis.from_url(redis_server.url).ping()
+    assert tracing.finished() == []
+
+
+def test_redis_flag_false_means_no_redis_spans(redis_server):
+    tracing.init_bridge(trace_redis=False)
+    client = redis.Redis.from_url(redis_server.url)
+    _, spans = _profiled(lambda: client.set(f"k-{uuid.uuid4()}", "v"))
+    assert _db_spans("redis") == []
+    assert {s.name for s in spans} == {"POST", "message_controller"}
+
+
+# MongoDB wire protocol (FerretDB)
+
+
+def test_mongodb_spans_are_children(ferretdb_server):
+    tracing.init_bridge(trace_mongodb=True)
+    client = pymongo.MongoClient(ferretdb_server.url, serverSelectionTimeoutMS=5000)
+    collection = client["zaqar_otel_test"][f"c{uuid.uuid4().hex}"]
+    controller, spans = _profiled(
+        lambda: (collection.insert_one({"body": "secret"}), collection.find_one({}))
+    )
+    commands = [s for s in spans if s in _db_spans("mongodb")]
+    assert len(commands) == 2
+    for span in commands:
+        assert span.parent.span_id == controller.context.span_id
+        assert "secret" not in str(dict(span.attributes))
+    client.close()
+
+
+def test_mongodb_flag_false_means_no_mongodb_spans(ferretdb_server):
+    tracing.init_bridge(trace_mongodb=False)
+    client = pymongo.MongoClient(ferretdb_server.url, serverSelectionTimeoutMS=5000)
+    _profiled(lambda: client["zaqar_otel_test"]["c"].find_one({}))
+    assert _db_spans("mongodb") == []
+    client.close()
+
+
+def test_mongodb_outside_a_profiled_request_exports_nothing(ferretdb_server):
+    tracing.init_bridge(trace_mongodb=True)
+    client = pymongo.MongoClient(ferretdb_server.url, serverSelectionTimeoutMS=5000)
+    client["zaqar_otel_test"]["c"].find_one({})
+    assert tracing.finished() == []
+    client.close()
+
+
+# SQLAlchemy: SQLite and PostgreSQL
+
+
+def _select_one(engine):
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    return request.getfixturevalue("postgres_server").url
+
+
+def test_sqlalchemy_spans_are_children_and_not_doubled(sql_url):
+    tracing.init_bridge(trace_sqlalchemy=True)
+    engine = sa.create_engine(sql_url)
+    # OSProfiler's own SQL events too, as OpenStack services add them:
+    osprofiler_sqlalchemy.add_tracing(sa, engine, "db")
+
+    controller, spans = _profiled(lambda: _select_one(engine))
+    selects = [s for s in spans if "SELECT" in s.name]
+    assert len(selects) == 1, [s.name for s in spans]
+    assert selects[0].parent.span_id == controller.context.span_id
+    assert selects[0].instrumentation_scope.name.startswith(
+        "opentelemetry.instrumentation.sqlalchemy"
+    )
+    engine.dispose()
+
+
+def test_sqlalchemy_flag_false_means_no_sql_spans(sql_url):
+    tracing.init_bridge(trace_sqlalchemy=False)
+    engine = sa.create_engine(sql_url)
+    osprofiler_sqlalchemy.add_tracing(sa, engine, "db")
+
+    _, spans = _profiled(lambda: _select_one(engine))
+    assert {s.name for s in spans} == {"POST", "message_controller"}
+    engine.dispose()
+
+
+def test_sqlalchemy_outside_a_profiled_request_exports_nothing(sql_url):
+    tracing.init_bridge(trace_sqlalchemy=True)
+    engine = sa.create_engine(sql_url)
+    _select_one(engine)
+    assert tracing.finished() == []
+    engine.dispose()

@@ -1,0 +1,245 @@
+"""The demo program (``python -m zaqar_otel.demo``, what ``nox -s demo`` runs), run as a user
+would: a subprocess, its printed output checked.
+
+* the whole demo: Redis, Jaeger v2 and zaqar-otel-server started, five profiled calls, five
+  trees with the expected request span as root and their Jaeger query URLs, everything
+  stopped at the end;
+* without Jaeger (no binary in the tools dir, or ``--no-jaeger``): a "missing:" line, and the
+  same five trees from the in-process receiver;
+* against a running Zaqar and Jaeger (``--zaqar/--jaeger``, the compose ``loadgen``), with the
+  right key and with a wrong one;
+* no redis-server, or bad arguments: one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import zaqar_server as zs
+from tests.servers import JaegerServer, RedisServer, port_open
+from zaqar_otel.demo import run as demo
+from zaqar_otel.demo import stack
+
+ROOT = Path(__file__).resolve().parents[2]
+ROOTS = [root for _, root in demo.OPERATIONS]
+
+
+def run_demo(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> str:
+    """Run the demo in a subprocess; its whole output (stdout + stderr). Asserts exit 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "zaqar_otel.demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == 0, output
+    return output
+
+
+def trees(output: str) -> dict[int, tuple[str, int, list[str]]]:
+    """{call number: (label, span count announced, the tree's lines)} from the output."""
+    found: dict[int, tuple[str, int, list[str]]] = {}
+    blocks = re.split(r"^\[(\d)/5\] ", output, flags=re.M)[1:]
+    for number, block in zip(blocks[::2], blocks[1::2], strict=True):
+        header, *lines = block.split("\n")
+        match = re.fullmatch(r"(.+): trace ([0-9a-f]{32}) \((\d+) spans\)", header)
+        assert match, header
+        tree = [
+            line
+            for line in lines
+            if line.strip() and not line.lstrip().startswith(("http", "no span", "==>", "note"))
+        ]
+        found[int(number)] = (match[1], int(match[3]), tree)
+    return found
+
+
+def assert_five_trees(output: str) -> None:
+    found = trees(output)
+    assert sorted(found) == [1, 2, 3, 4, 5], output
+    for number, root in enumerate(ROOTS, 1):
+        label, count, tree = found[number]
+        assert tree[0].split("  ")[0] == root, (label, tree[0])
+        assert all(line.startswith(("├─ ", "└─ ", "│  ", "   ")) for line in tree[1:]), tree
+        assert len(tree) == count >= 4, (label, tree)  # request, controller, database spans
+    # the database spans are in the trees: SQL of the management store, Redis commands
+    everything = "\n".join(line for _, _, tree in found.values() for line in tree)
+    assert re.search(r"[├└]─ (SELECT|INSERT) ", everything), everything
+    assert re.search(r"[├└]─ (HMGET|ZRANGE|EVALSHA) ", everything), everything
+    assert re.search(r"[├└]─ redis_message_controller MessageController\.post ", everything)
+
+
+@pytest.mark.servers
+@pytest.mark.zaqar
+def test_demo_prints_five_trees_from_jaeger_and_stops_everything() -> None:
+    output = run_demo()
+    assert_five_trees(output)
+    [query] = re.findall(r"Jaeger: query API (http://127\.0\.0\.1:\d+)", output)
+    urls = re.findall(r"^    (http://\S+/api/traces/[0-9a-f]{32})$", output, re.M)
+    assert len(urls) == 5 and all(url.startswith(query) for url in urls)
+    assert "placeholder" in output
+    assert "missing:" not in output
+    ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", output)]
+    assert ports and not [p for p in ports if port_open(p)], "left running"
+    workdir = re.search(r"work directory (\S+)", output)
+    assert workdir and not Path(workdir[1]).exists()
+
+
+@pytest.mark.servers
+@pytest.mark.zaqar
+@pytest.mark.parametrize("how", ["no-binary", "--no-jaeger"])
+def test_demo_without_jaeger_says_what_is_missing_and_still_shows_the_trees(
+    tmp_path: Path, how: str
+) -> None:
+    if how == "no-binary":  # an empty tools dir, and no jaeger on PATH
+        path = [d for d in os.environ["PATH"].split(":") if not (Path(d) / "jaeger").exists()]
+        output = run_demo(env={"ZAQAR_OTEL_TOOLS": str(tmp_path), "PATH": ":".join(path)})
+        assert f"missing: Jaeger v2 is not in {tmp_path} nor on PATH" in output
+        assert ".ci/build-go-tools jaeger" in output
+    else:
+        output = run_demo("--no-jaeger")
+        assert "missing: Jaeger switched off (--no-jaeger)" in output
+    assert "in-process OTLP receiver" in output
+    assert_five_trees(output)
+    assert "/api/traces/" not in output
+
+
+@pytest.fixture(scope="module")
+def running_zaqar(
+    redis_server: RedisServer, jaeger_server: JaegerServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[zs.ZaqarServer]:
+    sql_url = f"sqlite:///{tmp_path_factory.mktemp('demo') / 'zaqar.db'}"
+    zs.create_sql_tables(sql_url)
+    stores = {
+        "drivers": {"message_store": "redis", "management_store": "sqlalchemy"},
+        "drivers:message_store:redis": {"uri": redis_server.url.rsplit("/", 1)[0]},
+        "drivers:management_store:sqlalchemy": {"uri": sql_url},
+    }
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint}
+    server = zs.ZaqarServer(stores, zs.PROFILER_ON, env).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.servers
+@pytest.mark.zaqar
+def test_workload_against_a_running_zaqar_and_jaeger(
+    running_zaqar: zs.ZaqarServer, jaeger_server: JaegerServer
+) -> None:
+    args = ["--zaqar", running_zaqar.url, "--jaeger", jaeger_server.query_url]
+    output = run_demo(*args, "--key", zs.HMAC_KEY, "--ui", "http://localhost:16686")
+    assert_five_trees(output)
+    links = re.findall(r"^    http://localhost:16686/trace/([0-9a-f]{32})$", output, re.M)
+    assert len(links) == 5
+    for trace_id in links:  # what was printed is what Jaeger has
+        assert jaeger_server.get_trace(trace_id) is not None
+
+
+@pytest.mark.servers
+@pytest.mark.zaqar
+def test_a_wrong_key_finds_no_trace_and_says_why(
+    running_zaqar: zs.ZaqarServer, jaeger_server: JaegerServer
+) -> None:
+    args = ["--zaqar", running_zaqar.url, "--jaeger", jaeger_server.query_url, "--wait", "3"]
+    result = subprocess.run(
+        [sys.executable, "-m", "zaqar_otel.demo", *args, "--key", "not-the-key"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stdout.count("no span of this trace arrived within 3 s") == 5
+    assert "5 trace(s) did not reach" in result.stdout
+    assert "hmac_keys" in result.stdout
+
+
+def test_missing_redis_is_one_line_with_the_package_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stack.shutil, "which", lambda *a, **k: None)
+    out = io.StringIO()
+    assert demo.main(["--no-jaeger"], out=out) == 1
+    assert out.getvalue() == (
+        "==> error: redis-server is not installed (Zaqar's message store); "
+        "install it with: apt-get install -y redis-server\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ui", "http://x"], "--ui goes with --jaeger"),
+        (["--jaeger", "http://x"], "--jaeger goes with --zaqar"),
+        (["--build-script", "/nonexistent"], "no such file"),
+        (["--wait", "soon"], "invalid float value"),
+    ],
+)
+def test_bad_arguments_are_a_usage_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_span_from_the_receiver_becomes_the_record_jaeger_would_give() -> None:
+    from zaqar_otel.demo.receiver import ReceivedSpan
+
+    span = ReceivedSpan(
+        trace_id="ab" * 16, span_id="cd" * 8, parent_span_id="", name="PUT /v2/queues/{q}",
+        kind=2, start_ns=2_000_000, end_ns=5_500_000, attributes={"http.route": "/v2"},
+        status_code=2, status_message="boom", events=[], service_name="zaqar", scope_name="s",
+        resource_attributes={"host.name": "h1"},
+    )  # fmt: skip
+    record = demo.span_record(span)
+    assert (record.parent_id, record.kind, record.start_us, record.duration_us) == (
+        "",
+        "server",
+        2000,
+        3500,
+    )
+    assert record.error and record.error_message == "boom" and record.host == "h1"
+    assert record.attributes == {"http.route": "/v2"} and record.service == "zaqar"
+
+
+def test_no_go_toolchain_is_named_as_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ZAQAR_OTEL_TOOLS", str(tmp_path))
+    monkeypatch.setattr(stack.shutil, "which", lambda *a, **k: None)  # no jaeger, no go
+    script = tmp_path / "build-go-tools"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    binary, why = demo.locate_jaeger(no_jaeger=False, build_script=script)
+    assert binary is None
+    assert "the Go toolchain (go >= 1.24) to build it is missing" in why
+    assert str(tmp_path) in why
+
+
+def test_the_build_shows_its_output_and_a_heartbeat_while_silent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "build-go-tools"
+    script.write_text(
+        '#!/bin/sh\necho "building $1..." >&2\nsleep 0.5\necho /the/bin/dir\nexit 3\n'
+    )
+    script.chmod(0o755)
+    assert demo.build_jaeger(script, heartbeat=0.1) is False  # its exit code counts
+    out = capsys.readouterr().out
+    assert "    building jaeger..." in out
+    assert "still building Jaeger" in out
+    assert "/the/bin/dir" not in out  # the script's last line (its bin dir) is not progress

@@ -1,0 +1,83 @@
+"""Zaqar's websocket transport, which OSProfiler never traced: same per-request traces."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import websocket  # websocket-client
+from osprofiler import profiler, web
+
+from tests import zaqar_server as zs
+from tests.zaqar.test_server import CLIENT_ID, Tree, redis_sql_stores, tags, trace_of
+from zaqar_otel.bridge import ids
+
+pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
+
+
+def _signed_headers(key: str) -> tuple[dict[str, str], str]:
+    profiler.clean()
+    p = profiler.init(key)
+    headers = web.get_trace_id_headers()
+    profiler.clean()
+    return headers, p.get_base_id()
+
+
+@pytest.fixture(scope="module")
+def ws_zaqar(jaeger_server, redis_server, tmp_path_factory):
+    sql = f"sqlite:///{tmp_path_factory.mktemp('ws') / 'zaqar.db'}"
+    zs.create_sql_tables(sql)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint}
+    server = zs.ZaqarServer(
+        redis_sql_stores(redis_server.url, sql), zs.PROFILER_ON, env, transport="websocket"
+    ).start()
+    yield server
+    server.stop()
+
+
+def _send(conn: Any, action: str, body: dict[str, Any], extra: dict[str, str]) -> dict[str, Any]:
+    headers = {"Client-ID": CLIENT_ID, "X-Project-ID": "ws-project", **extra}
+    conn.send(json.dumps({"action": action, "headers": headers, "body": body}))
+    reply: dict[str, Any] = json.loads(conn.recv())
+    return reply
+
+
+def test_signed_websocket_requests_are_traced(ws_zaqar, jaeger_server):
+    conn = websocket.create_connection(f"ws://127.0.0.1:{ws_zaqar.port}", timeout=10)
+    queue = zs.fresh_queue_name()
+    try:
+        bases = {}
+        for action, body in (
+            ("queue_create", {"queue_name": queue}),
+            ("message_post", {"queue_name": queue, "messages": [{"body": 1, "ttl": 300}] * 2}),
+            ("message_list", {"queue_name": queue, "echo": True}),
+        ):
+            headers, bases[action] = _signed_headers(zs.HMAC_KEY)
+            reply = _send(conn, action, body, headers)
+            assert reply["headers"]["status"] in (200, 201, 204), reply
+        # unsigned and wrongly signed: served, not traced
+        unsigned = _send(conn, "message_list", {"queue_name": queue}, {})
+        assert unsigned["headers"]["status"] == 200
+        wrong, wrong_base = _signed_headers("not-the-key")
+        assert _send(conn, "message_list", {"queue_name": queue}, wrong)["headers"]["status"] == 200
+    finally:
+        conn.close()
+
+    post = trace_of(jaeger_server, bases["message_post"], 3)
+    [root] = post.roots()
+    assert root["operationName"] == "websocket message_post"
+    root_tags = tags(root)
+    assert root_tags["span.kind"] == "server"
+    assert root_tags["messaging.destination.name"] == queue
+    assert root_tags["messaging.batch.message_count"] == 2
+    assert root_tags["zaqar.project_id"] == "ws-project"
+    assert root_tags["zaqar.response.status"] == 201
+    [controller] = post.named("MessageController.post")
+    assert post.parent(controller) is root
+    assert post.db("redis")
+    created = trace_of(jaeger_server, bases["queue_create"], 2)
+    assert created.roots()[0]["operationName"] == "websocket queue_create"
+    listed: Tree = trace_of(jaeger_server, bases["message_list"], 2)
+    assert listed.roots()[0]["operationName"] == "websocket message_list"
+    assert jaeger_server.get_trace(ids.trace_hex(wrong_base)) is None
