@@ -17,7 +17,6 @@ Writes ``bench/results/lazy_spans.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from typing import Any
@@ -64,7 +63,9 @@ def shape(spans: list[dict[str, Any]], controller: str) -> dict[str, Any]:
         "db_under_controller": len(under),
         "db_under_server": len(server),
         "db_within_controller_time": sum(
-            1 for s in db if ctrl["startTime"] <= s["startTime"] and s["startTime"] + s["duration"] <= ctrl_end
+            1
+            for s in db
+            if ctrl["startTime"] <= s["startTime"] and s["startTime"] + s["duration"] <= ctrl_end
         ),
     }
 
@@ -97,6 +98,7 @@ def run_store(
 ) -> dict[str, Any]:
     from tests import zaqar_server as zs
     from tests.zaqar.test_server import mongodb_stores, redis_sql_stores, start_server
+
     from zaqar_otel.bridge import ids
 
     if store == "redis":
@@ -161,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         servers = {"redis": redis, "ferretdb": ferret, "sqlite": sqlite}
         for store in args.stores.split(","):
             results["stores"][store] = run_store(store, args.rounds, jaeger, servers, args.trees)
-    print("| store | call | controller span | median duration | DB spans | under it | "
-          "under SERVER | inside its time |")
+    print(
+        "| store | call | controller span | median duration | DB spans | under it | "
+        "under SERVER | inside its time |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for store, ops in results["stores"].items():
         for op, r in ops.items():
