@@ -208,15 +208,16 @@ def held_call(method: Any) -> Any:
     """The bound ``method``, whose lazy result stays in the span of its traced call.
 
     Bound to the same object and named like ``method``, so OSProfiler names the
-    span as before. Costs a context lookup outside profiled requests.
+    span as before.
     """
     function = method.__func__
+    _profiler = profiler.get
 
     @functools.wraps(function)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = function(self, *args, **kwargs)
-        if current_bridge() is None or not _lazy_result(result):
-            return result
+        if _profiler() is None or not _lazy_result(result):
+            return result  # outside profiled requests: one thread-local lookup
         return keep_in_span(result)
 
     return types.MethodType(call, method.__self__)
