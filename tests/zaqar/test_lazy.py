@@ -176,6 +176,32 @@ def test_a_traced_call_made_while_consuming_is_a_child(bridge, redis_client):
     assert all(ancestors(s) == ["store Store.values", "wsgi"] for s in exists)
 
 
+class Pooling:
+    """Like Zaqar's pooling controllers: hands up what the pool's controller returned."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def values(self, keys: list[str]) -> Any:
+        return self.store.values(keys)
+
+
+def test_a_result_handed_up_through_two_traced_calls_keeps_both_open(bridge, redis_client):
+    pooling = traced(Pooling(traced(Store(redis_client))), "pooling")
+    tracing.start_profiling()
+    with profiler.Trace("wsgi"):
+        result = pooling.values(redis_client.keys_for_test)
+        assert len(list(result)) == 3
+        assert {"pooling Pooling.values", "store Store.values"} <= set(spans())
+    gets = [s for s in tracing.finished() if s.name == "GET"]
+    assert all(
+        ancestors(s) == ["store Store.values", "pooling Pooling.values", "wsgi"] for s in gets
+    )
+    outer, inner = spans()["pooling Pooling.values"], spans()["store Store.values"]
+    assert outer.start_time <= inner.start_time and inner.end_time <= outer.end_time
+    assert bridge.open_count() == 0
+
+
 def test_a_tuple_keeps_its_shape_and_only_its_lazy_part_is_wrapped(bridge):
     store = traced(Store())
     tracing.start_profiling()
