@@ -81,6 +81,7 @@ class LazyResult:
         self._element = element
         held.retain()
         self._done = weakref.finalize(self, held.release)
+        self._done.atexit = False  # at exit the request (its parent) is long gone
 
     def __iter__(self) -> LazyResult:
         return self
