@@ -197,10 +197,8 @@ def keep_in_span(result: Any) -> Any:
         return result
     try:
         if type(result) is tuple:
-            return tuple(
-                _wrapper_type(type(v))(v, held, owner, element) if is_lazy(v) else v for v in result
-            )
-        return _wrapper_type(type(result))(result, held, owner, element)
+            return tuple(wrap(v, held, owner, element) if is_lazy(v) else v for v in result)
+        return wrap(result, held, owner, element)
     finally:
         held.release()
 
