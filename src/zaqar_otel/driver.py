@@ -47,7 +47,7 @@ class OTelDriver(base.Driver):
             connection_str, project=project, service=service, host=host, conf=conf, **kwargs
         )
         # Heavy imports only when the driver is really used.
-        from zaqar_otel.bridge import backends, export, logs, provider, spans
+        from zaqar_otel.bridge import backends, export, keystoneauth, logs, provider, spans
 
         self.conf = conf
         self._profiler_group: Any = None
@@ -90,6 +90,7 @@ class OTelDriver(base.Driver):
             tracer, hints, skip=self._skip, full_statements=full_statements
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+        keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)

@@ -9,7 +9,8 @@ info key       kind    name / attributes
                        known; ``http.request.method``, ``url.path``, ``url.query``,
                        ``url.scheme``, ``http.route``; at stop
                        ``http.response.status_code``
-``requests``   CLIENT  ``GET``; ``url.full``, ``server.address``, ``server.port``
+``requests``   CLIENT  ``GET``; ``url.full``, ``server.address``, ``server.port`` (at stop
+                       if the start had only a path); at stop ``http.response.status_code``
 ``db``         CLIENT  ``SELECT``...; ``db.operation.name``, ``db.query.text``
                        (literals replaced by ``?`` unless full capture is on)
 ``function``   INTERNAL ``<osprofiler name> <Class.method>``; ``code.function.name``
@@ -28,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.trace import SpanKind
 
@@ -121,14 +123,15 @@ def describe_start(
             attrs["server.address"] = str(host_name)
         if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
             attrs["server.port"] = int(port)
-        scheme = requests.get("scheme") or "http"
-        url = f"{scheme}://{host_name or ''}"
-        if port:
-            url += f":{port}"
-        url += str(requests.get("path") or "")
-        if requests.get("query"):
-            url += f"?{requests['query']}"
-        attrs["url.full"] = _text(url)
+        if host_name:  # a relative URL (keystoneauth's endpoint_filter): url.full at stop
+            scheme = requests.get("scheme") or "http"
+            url = f"{scheme}://{host_name}"
+            if port:
+                url += f":{port}"
+            url += str(requests.get("path") or "")
+            if requests.get("query"):
+                url += f"?{requests['query']}"
+            attrs["url.full"] = _text(url)
         return method, SpanKind.CLIENT, attrs
 
     db = _mapping(info, "db")
@@ -171,6 +174,21 @@ def describe_start(
     return name, SpanKind.INTERNAL, attrs
 
 
+def _url_attributes(url: str) -> dict[str, AttributeValue]:
+    """``url.full``, ``server.address``, ``server.port`` of a URL known only at the end."""
+    attrs: dict[str, AttributeValue] = {"url.full": _text(url)}
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return attrs
+    if parts.hostname:
+        attrs["server.address"] = parts.hostname
+    if port:
+        attrs["server.port"] = port
+    return attrs
+
+
 def describe_stop(
     info: Mapping[str, Any],
 ) -> tuple[dict[str, AttributeValue], tuple[str, str] | None]:
@@ -185,6 +203,9 @@ def describe_stop(
         status = section.get("status_code") if section else None
         if isinstance(status, int):
             attrs["http.response.status_code"] = status
+    requests = _mapping(info, "requests")
+    if requests is not None and isinstance(requests.get("url"), str):
+        attrs.update(_url_attributes(requests["url"]))
     error = None
     websocket = _mapping(info, "websocket")
     status = websocket.get("status") if websocket else None
