@@ -130,15 +130,20 @@ class SpanBridge:
         return parent_id
 
     def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
+        """The parent of a new span, marked ``PROFILED`` (so that it is recorded)."""
         current = context_api.get_current()
+        if not context_api.get_value(PROFILED, current):
+            current = context_api.set_value(PROFILED, True, current)
         if not parent_id or parent_id == base_id:
             return trace.set_span_in_context(trace.INVALID_SPAN, current)
         entry = self._open.get(parent_id)
         if entry is not None:
             return trace.set_span_in_context(entry.span, current)
-        remote = SpanContext(
-            self._trace_id(base_id), ids.span_id(parent_id), is_remote=True, trace_flags=_SAMPLED
-        )
+        trace_id, span_id = self._trace_id(base_id), ids.span_id(parent_id)
+        caller = trace.get_current_span(current).get_span_context()
+        if caller.is_remote and caller.trace_id == trace_id and caller.span_id == span_id:
+            return current  # the caller's span (a trusted traceparent): its tracestate kept
+        remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=_SAMPLED)
         return trace.set_span_in_context(NonRecordingSpan(remote), current)
 
     def _start(self, payload: Mapping[str, Any], name: str) -> None:
@@ -167,9 +172,7 @@ class SpanBridge:
             span = self.tracer.start_span(span_name, parent, kind, attrs)
         current = trace.set_span_in_context(span, parent)
         if context_api.get_value(BRIDGE, current) is not self:  # outermost span: mark once
-            current = context_api.set_value(
-                BRIDGE, self, context_api.set_value(PROFILED, True, current)
-            )
+            current = context_api.set_value(BRIDGE, self, current)
         token = context_api.attach(current)
         with self._lock:
             self._open[element_id] = _Open(span, token, threading.get_ident(), current, parent_id)
