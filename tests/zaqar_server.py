@@ -126,10 +126,15 @@ class ZaqarServer:
     @staticmethod
     def _server_command(launcher: str) -> list[str]:
         """``status``: zaqar-otel-server printing status() on SIGUSR1 (tests.apps.zaqar_status);
+        ``threaded``: the same, one thread per request (tests.apps.zaqar_threaded);
         ``ferretdb``: the same for FerretDB (tests.apps.zaqar_on_ferretdb);
         ``opentelemetry-instrument``: stock zaqar-server under it; ``opentelemetry-instrument:APP``:
         APP (status or ferretdb) running stock zaqar-server under it; else a script in BIN."""
-        apps = {"status": "tests.apps.zaqar_status", "ferretdb": "tests.apps.zaqar_on_ferretdb"}
+        apps = {
+            "status": "tests.apps.zaqar_status",
+            "ferretdb": "tests.apps.zaqar_on_ferretdb",
+            "threaded": "tests.apps.zaqar_threaded",
+        }
         instrument = str(BIN / "opentelemetry-instrument")
         if launcher in apps:
             return [sys.executable, "-m", apps[launcher]]
