@@ -7,6 +7,7 @@ so that counting its traces counts nothing else; the server's own counters
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+import websocket  # websocket-client
 from hypothesis import HealthCheck, given, settings
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -48,6 +50,7 @@ class Traced:
         stores: dict[str, Any],
         launcher: str,
         env: dict[str, str],
+        transport: str = "wsgi",
         **profiler_opts: str,
     ) -> None:
         self.service = f"zaqar-sampling-{uuid.uuid4().hex[:10]}"
@@ -58,7 +61,7 @@ class Traced:
             "OTEL_SERVICE_NAME": self.service,
             **env,
         }
-        self.server = zs.ZaqarServer(stores, opts, env, launcher).start()
+        self.server = zs.ZaqarServer(stores, opts, env, launcher, transport=transport).start()
         self.url = self.server.url
         self.query = JaegerQuery(jaeger.query_url)
 
@@ -113,8 +116,13 @@ def stores(redis_server, tmp_path_factory) -> dict[str, Any]:
 def start(jaeger_server, stores) -> Iterator[Any]:
     running: list[Traced] = []
 
-    def starter(launcher: str = "status", env: dict[str, str] | None = None, **opts: str) -> Traced:
-        traced = Traced(jaeger_server, stores, launcher, env or {}, **opts)
+    def starter(
+        launcher: str = "status",
+        env: dict[str, str] | None = None,
+        transport: str = "wsgi",
+        **opts: str,
+    ) -> Traced:
+        traced = Traced(jaeger_server, stores, launcher, env or {}, transport, **opts)
         running.append(traced)
         return traced
 
@@ -446,3 +454,48 @@ def test_signed_requests_are_complete_even_under_always_off(start):
     traced = start(env={"OTEL_TRACES_SAMPLER": "always_off"})
     control = traced.control()
     assert len(traced.query_trace(control)) >= 2  # the request span and what it called
+
+
+# -- websocket: the same decision
+
+
+def test_websocket_requests_get_the_same_decision(start):
+    traced = start(
+        transport="websocket",
+        trust_traceparent="true",
+        trace_sample_ratio="1.0",
+        trace_rate_limit="1000",
+    )
+    conn = websocket.create_connection(f"ws://127.0.0.1:{traced.server.port}", timeout=10)
+    queue = zs.fresh_queue_name()
+    trace_hex, span_hex = uuid.uuid4().hex, "00f067aa0ba902b7"
+    try:
+        for action, body, extra in (
+            ("queue_create", {"queue_name": queue}, {}),
+            ("message_post", {"queue_name": queue, "messages": [{"body": 1, "ttl": 300}]}, {}),
+            (
+                "message_list",
+                {"queue_name": queue, "echo": True},
+                {"traceparent": f"00-{trace_hex}-{span_hex}-01", "tracestate": "ws=1"},
+            ),
+        ):
+            headers = {**HEADERS, **extra}
+            conn.send(json.dumps({"action": action, "headers": headers, "body": body}))
+            assert json.loads(conn.recv())["headers"]["status"] in (200, 201, 204)
+    finally:
+        conn.close()
+    found = traced.wait_for_traces(traced.started())
+    assert len(found) == 3
+    continued = root_of(found[trace_hex], traced.service)
+    assert continued.name == "websocket message_list" and continued.parent_id == span_hex
+    assert continued.attributes[ORIGIN] == "traceparent"
+    sampled = [root_of(spans, traced.service) for h, spans in found.items() if h != trace_hex]
+    assert sorted(r.name for r in sampled) == ["websocket message_post", "websocket queue_create"]
+    assert all(r.attributes[ORIGIN] == "sampled" and r.parent_id == "" for r in sampled)
+    post = next(
+        spans
+        for spans in found.values()
+        if root_of(spans, traced.service) in sampled
+        and root_of(spans, traced.service).name.endswith("post")
+    )
+    assert any("MessageController.post" in s.name for s in post)
