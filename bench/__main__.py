@@ -30,6 +30,7 @@ def rows(results: dict[str, Any]) -> list[list[object]]:
             ("disabled", "installed, enabled = false"),
             ("stock-enabled", "no bridge, stock enabled = true, not signed"),
             ("enabled-unsigned", "enabled, request not signed"),
+            ("sampled-unsigned", "enabled, not signed, trace_sample_ratio = 0.01"),
             ("enabled-signed", "enabled, request signed (traced)"),
         ):
             entry = configs.get(config)
@@ -53,6 +54,16 @@ def rows(results: dict[str, Any]) -> list[list[object]]:
                     common.verdict(entry["throughput_ratio"], 1 / target, at_most=False)
                     if target
                     else "-",
+                ]
+            )
+        sampled = configs.get("sampled-unsigned", {}).get("bridge_status")
+        if sampled:
+            out.append(
+                [
+                    "1. sampled-unsigned: traces started, rate-limited (one process)",
+                    f"{sampled['started_sampled']}, {sampled['rate_limited']}",
+                    "report",
+                    "-",
                 ]
             )
         base = configs.get("not-installed")

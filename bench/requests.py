@@ -15,6 +15,8 @@ message + GET the queue's messages. Configurations:
                     tracing costs an unsigned request, for comparison
 ``enabled-unsigned`` ``enabled = true``, every trace flag, OTLP to a local receiver;
                     requests not signed
+``sampled-unsigned`` ``enabled-unsigned`` with ``trace_sample_ratio = 0.01``: 1% of the
+                    requests traced (production tracing of real traffic)
 ``enabled-signed``  the same, every request signed (``X-Trace-Info``/``-HMAC``)
 ``signed-down``     signed, the collector's port refuses connections
 ``signed-blackhole`` signed, the collector accepts connections and never answers
@@ -57,6 +59,7 @@ CONFIGS = (
     "disabled",
     "stock-enabled",
     "enabled-unsigned",
+    "sampled-unsigned",
     "enabled-signed",
     "signed-down",
     "signed-blackhole",
@@ -64,7 +67,8 @@ CONFIGS = (
 STOCK = {"not-installed", "control", "stock-enabled"}  # zaqar_otel never imported
 SIGNED = {"enabled-signed", "signed-down", "signed-blackhole"}
 HMAC_KEY = "bench-secret"
-TARGETS = {"disabled": 1.02, "enabled-unsigned": 1.02}
+TARGETS = {"disabled": 1.02, "enabled-unsigned": 1.02, "sampled-unsigned": 1.03}
+SAMPLE_RATIO = 0.01  # sampled-unsigned
 RELIABILITY_TARGET = 1.1  # signed-down / signed-blackhole against enabled-signed
 PROJECT = "bench-project"
 STOCK_FLAGS = ("trace_wsgi_transport", "trace_message_store", "trace_management_store")
@@ -110,6 +114,8 @@ def render_conf(config: str, redis_url: str, sql_url: str) -> str:
             "connection_string = otel://",
             *(f"{flag} = true" for flag in FLAGS),
         ]
+        if config == "sampled-unsigned":
+            lines.append(f"trace_sample_ratio = {SAMPLE_RATIO}")
     return "\n".join(lines) + "\n"
 
 
