@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from zaqar_otel.zaqar import fixes, middleware, request_span, websocket
+from zaqar_otel.zaqar import fixes, lazy, middleware, request_span, websocket
 
 _installed = False
 _install_lock = threading.Lock()
@@ -41,4 +41,5 @@ def install() -> None:
         _patch(profile, "install_wsgi_tracer", request_span.deferred_tracer)
         _patch(wsgi_driver.Driver, "_init_middleware", _init_middleware_hooks)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
+        lazy.install()
         _installed = True
