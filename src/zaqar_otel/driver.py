@@ -31,6 +31,22 @@ def service_name(project: str | None, service: str | None) -> str:
     return service or project or "osprofiler"
 
 
+def host_attributes(provider: Any, host: str | None) -> dict[str, str]:
+    """``host.name`` for every bridge span, only if the provider's resource lacks it.
+
+    The bridge's own provider has it in its resource. A provider set up by someone
+    else (``opentelemetry-instrument``) keeps the resource the operator configured
+    (``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=host,process`` adds the host there);
+    until it has ``host.name``, the bridge's spans carry it so that hosts stay apart.
+    """
+    import socket
+
+    resource = getattr(provider, "resource", None)
+    if resource is not None and resource.attributes.get("host.name"):
+        return {}
+    return {"host.name": host or socket.gethostname()}
+
+
 class OTelDriver(base.Driver):
     """OSProfiler events as OpenTelemetry spans, exported by OTLP."""
 
@@ -48,6 +64,7 @@ class OTelDriver(base.Driver):
         )
         # Heavy imports only when the driver is really used.
         from zaqar_otel.bridge import backends, export, logs, provider, spans
+        from zaqar_otel.zaqar import outcomes
 
         self.conf = conf
         self._profiler_group: Any = None
@@ -72,7 +89,7 @@ class OTelDriver(base.Driver):
             return self.processor
 
         self.provider, hints, self.built_provider = provider.use_or_build(
-            service_name(project, service), processor
+            service_name(project, service), processor, host
         )
         if not self.built_provider and endpoint.url is not None:
             logs.LOG.info(
@@ -87,7 +104,13 @@ class OTelDriver(base.Driver):
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
         full_statements = lambda: bool(self._flag("trace_db_statements"))  # noqa: E731
         self.bridge = spans.SpanBridge(
-            tracer, hints, skip=self._skip, full_statements=full_statements
+            tracer,
+            hints,
+            skip=self._skip,
+            full_statements=full_statements,
+            content=lambda: bool(self._flag("trace_message_content")),
+            expected=outcomes.is_answer,
+            span_attributes=host_attributes(self.provider, host),
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
 

@@ -88,6 +88,7 @@ def test_error_at_stop_sets_status_and_exception_event():
 
 
 def test_trace_decorator_info_reuse_does_not_leak_between_calls():
+    tracing.init_bridge(trace_message_content=True)  # arguments are content
     tracing.start_profiling()
 
     @profiler.trace("api", hide_args=False)

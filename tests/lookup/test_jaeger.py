@@ -50,7 +50,9 @@ def export_elements(otlp_http: str, base_id: str, tree: dict[str, Element], orde
         if element.service not in bridges:
             hints = HintedIdGenerator()
             provider = TracerProvider(
-                resource=Resource.create({SERVICE_NAME: element.service}), id_generator=hints
+                # the bridge's provider: the host in the resource, not on every span
+                resource=Resource.create({SERVICE_NAME: element.service, "host.name": "host-1"}),
+                id_generator=hints,
             )
             provider.add_span_processor(
                 SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp_http}/v1/traces"))
@@ -66,7 +68,6 @@ def export_elements(otlp_http: str, base_id: str, tree: dict[str, Element], orde
             "parent_id": parent,
             "info": dict(element.start_info if what == "start" else element.stop_info),
         }
-        payload["info"]["host"] = "host-1"
         bridges[element.service][1].handle(payload)
         time.sleep(0.003)  # distinct, ordered start times
     for provider, _ in bridges.values():

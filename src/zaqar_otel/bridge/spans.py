@@ -27,6 +27,7 @@ from zaqar_otel.bridge.provider import HintedIdGenerator
 
 DEFAULT_MAX_OPEN = 10_000
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOTHING = attributes.NOTHING
 
 
 @dataclass
@@ -50,11 +51,21 @@ class SpanBridge:
         skip: Callable[[str, Mapping[str, Any]], bool] = _never,
         full_statements: Callable[[], bool] = lambda: False,
         max_open: int = DEFAULT_MAX_OPEN,
+        content: Callable[[], bool] = lambda: False,
+        expected: Callable[[str], bool] = lambda etype: False,
+        span_attributes: Mapping[str, attributes.AttributeValue] | None = None,
     ) -> None:
+        """``full_statements`` / ``content``: the ``trace_db_statements`` /
+        ``trace_message_content`` flags (read per span); ``expected(etype)``: an
+        exception that is an answer (a 404), not a failure; ``span_attributes``:
+        added to every span (``host.name`` when the provider's resource lacks it)."""
         self.tracer = tracer
         self.hints = hints
         self.skip = skip
         self.full_statements = full_statements
+        self.content = content
+        self.expected = expected
+        self.span_attributes = dict(span_attributes or {})
         self.max_open = max_open
         self.evicted = 0
         self.malformed = 0
@@ -79,7 +90,8 @@ class SpanBridge:
             else:
                 raise ValueError(f"notification name {name!r} ends in neither -start nor -stop")
         except Exception:
-            self.malformed += 1
+            with self._lock:
+                self.malformed += 1
             log_once.warning(
                 "malformed",
                 "zaqar-otel: dropped a malformed OSProfiler notification (logged once; %r)",
@@ -125,9 +137,13 @@ class SpanBridge:
                 while len(self._skipped) > self.max_open:
                     self._skipped.popitem(last=False)
             return
-        # trace_db_statements is read only where it matters (an oslo.config lookup)
-        full = "db" in info and self.full_statements()
-        span_name, kind, attrs = attributes.describe_start(name, info, full)
+        # the flags are read only where they matter (an oslo.config lookup each)
+        statements = "db" in info and self.full_statements()
+        content = ("function" in info or "request" in info or "requests" in info) and self.content()
+        capture = attributes.Capture(statements, content) if statements or content else _NOTHING
+        span_name, kind, attrs = attributes.describe_start(name, info, capture)
+        if self.span_attributes:
+            attrs.update(self.span_attributes)
         attrs["osprofiler.id"] = element_id
         attrs["osprofiler.base_id"] = base_id
         parent = self._parent_context(base_id, parent_id)
@@ -143,7 +159,8 @@ class SpanBridge:
             self._end_unfinished(entry)
 
     def _end_unfinished(self, entry: _Open) -> None:
-        self.evicted += 1
+        with self._lock:
+            self.evicted += 1
         log_once.warning(
             "evicted",
             "zaqar-otel: more than %d spans open without a stop; ending the oldest (logged once)",
@@ -165,19 +182,23 @@ class SpanBridge:
         try:
             info = payload.get("info") or {}
             if isinstance(info, Mapping):
-                stop_attrs, error = attributes.describe_stop(info)
-                if stop_attrs:
-                    entry.span.set_attributes(stop_attrs)
-                if error is not None:
-                    etype, message = error
-                    entry.span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-                    entry.span.add_event(
-                        "exception", {"exception.type": etype, "exception.message": message}
-                    )
+                self._describe_stop(entry.span, info)
         finally:
             if entry.thread == threading.get_ident():
                 _detach(entry.token)
             entry.span.end()
+
+    def _describe_stop(self, span: trace.Span, info: Mapping[str, Any]) -> None:
+        capture = _NOTHING
+        if (info.get("etype") or "function" in info or "db" in info) and self.content():
+            capture = attributes.Capture(content=True)
+        stop = attributes.describe_stop(info, capture, self.expected)
+        if stop.attributes:
+            span.set_attributes(stop.attributes)
+        if stop.event is not None:
+            span.add_event("exception", stop.event)
+        if stop.error is not None:
+            span.set_status(Status(StatusCode.ERROR, stop.error))
 
 
 def _detach(token: object) -> None:
