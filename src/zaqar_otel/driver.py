@@ -218,11 +218,13 @@ class OTelDriver(base.Driver):
     def list_traces(self, fields: set[str] | None = None) -> list[dict[str, Any]]:
         """Traces in Jaeger (every service, last 7 days, at most 1000 per service), oldest first.
 
-        Each is ``{"base_id": UUID, "timestamp": start}`` (plus ``trace_id``, the
-        32-hex form, ``services`` and ``error`` when asked for in ``fields``).
+        Each is ``{"base_id": UUID, "timestamp": start}`` (OSProfiler's default
+        fields), plus ``trace_id`` (the 32-hex form), ``services`` and ``error`` when
+        asked for in ``fields``.
         """
+        wanted = fields or DEFAULT_TRACE_FIELDS
         return [
-            {key: value for key, value in trace.items() if key in (fields or set(trace))}
+            {key: value for key, value in trace.items() if key in wanted}
             for trace in self._traces()
         ]
 
@@ -268,6 +270,7 @@ class OTelDriver(base.Driver):
         return sorted(traces, key=lambda trace: (trace["timestamp"], trace["base_id"]))
 
 
+DEFAULT_TRACE_FIELDS = frozenset({"base_id", "timestamp"})  # osprofiler.drivers.base
 _current: OTelDriver | None = None
 _metrics_registered = False
 

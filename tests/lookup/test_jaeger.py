@@ -417,6 +417,11 @@ def test_driver_get_report_and_list_traces(jaeger_server, known_trace, monkeypat
     assert driver.get_report(str(uuid.uuid4()))["children"] == []
     listed = {t["base_id"]: t for t in driver.list_traces({"base_id", "timestamp"})}
     assert set(listed[base_id]) == {"base_id", "timestamp"}
+    # no fields: OSProfiler's default (osprofiler.drivers.base.Driver.list_traces)
+    assert {t["base_id"]: t for t in driver.list_traces()} == listed
+    everything = {t["base_id"]: t for t in driver.list_traces({"base_id", "trace_id", "error"})}
+    assert everything[base_id]["trace_id"] == ids.trace_hex(base_id)
+    assert everything[base_id]["error"] is True
     assert listed[base_id]["timestamp"].startswith(time.strftime("%Y-", time.gmtime()))
     errors = {t["base_id"] for t in driver.list_error_traces()}
     assert base_id in errors  # the controller span is in error
