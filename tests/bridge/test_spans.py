@@ -155,6 +155,14 @@ def test_malformed_notifications_are_dropped_without_raising(caplog):
     assert len([r for r in caplog.records if "malformed" in r.getMessage()]) <= 1
 
 
+def test_the_malformed_log_line_shows_the_shape_not_the_values():
+    from zaqar_otel.bridge.spans import _preview
+
+    payload = {"name": "x-start", "info": {"function": {"kwargs": "secret-body"}, "host": "h"}}
+    assert _preview(payload) == "{'name': 'x-start', 'info': ['function', 'host']}"
+    assert _preview(None) == "NoneType"
+
+
 def test_stop_without_start_is_ignored():
     driver = tracing.init_bridge()
     driver.notify({"name": "x-stop", "trace_id": str(uuid.uuid4()), "base_id": str(uuid.uuid4())})

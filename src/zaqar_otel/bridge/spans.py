@@ -209,5 +209,16 @@ def _detach(token: object) -> None:
 
 
 def _preview(payload: object) -> str:
-    text = repr(payload)
+    """The shape of a notification for the log: its name and keys, never the values of
+    ``info`` (they may hold function arguments: message bodies)."""
+    if not isinstance(payload, Mapping):
+        return type(payload).__name__
+    info = payload.get("info")
+    shape = {
+        key: (sorted(map(str, info)) if isinstance(info, Mapping) else type(info).__name__)
+        if key == "info"
+        else payload[key]
+        for key in payload
+    }
+    text = repr(shape)
     return text if len(text) < 300 else text[:297] + "..."
