@@ -41,10 +41,12 @@ def host_attributes(provider: Any, host: str | None) -> dict[str, str]:
     """
     import socket
 
+    from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_NAME
+
     resource = getattr(provider, "resource", None)
-    if resource is not None and resource.attributes.get("host.name"):
+    if resource is not None and resource.attributes.get(HOST_NAME):
         return {}
-    return {"host.name": host or socket.gethostname()}
+    return {HOST_NAME: host or socket.gethostname()}
 
 
 class OTelDriver(base.Driver):
@@ -103,6 +105,13 @@ class OTelDriver(base.Driver):
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
         full_statements = lambda: bool(self._flag("trace_db_statements"))  # noqa: E731
+        on_spans = host_attributes(self.provider, host)
+        if on_spans:
+            logs.LOG.info(
+                "zaqar-otel: the TracerProvider's resource has no host.name: the bridge's spans "
+                "carry it (OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=host,process puts the host and "
+                "process in the resource instead)"
+            )
         self.bridge = spans.SpanBridge(
             tracer,
             hints,
@@ -110,7 +119,7 @@ class OTelDriver(base.Driver):
             full_statements=full_statements,
             content=lambda: bool(self._flag("trace_message_content")),
             expected=outcomes.is_answer,
-            span_attributes=host_attributes(self.provider, host),
+            span_attributes=on_spans,
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
 
