@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from zaqar_otel.bridge import conventions
-from zaqar_otel.zaqar import fixes, middleware, websocket
+from zaqar_otel.zaqar import fixes, lazy, middleware, websocket
 
 _installed = False
 _install_lock = threading.Lock()
@@ -36,6 +36,7 @@ def install() -> None:
         _patch(profile, "setup", fixes.authoritative_setup)
         _patch(wsgi_driver.Driver, "_init_middleware", middleware.add_to_transport)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
+        lazy.install()
         conventions.SCRIPT_NAMES.update(redis_script_names())
         _installed = True
 
