@@ -44,6 +44,9 @@ _NOTHING = attributes.NOTHING
 
 
 BRIDGE = context_api.create_key("zaqar_otel.bridge")
+# trace_message_content as read at the outermost span: one request, one policy (and one
+# oslo.config lookup per request instead of one per span)
+CONTENT = context_api.create_key("zaqar_otel.content")
 
 
 def current_bridge(context: context_api.Context | None = None) -> SpanBridge | None:
@@ -170,7 +173,12 @@ class SpanBridge:
             return
         # the flags are read only where they matter (an oslo.config lookup each)
         statements = "db" in info and self.full_statements()
-        content = ("function" in info or "request" in info or "requests" in info) and self.content()
+        inherited = context_api.get_value(CONTENT)
+        # no bridge span open in this context: read the flag (once per request)
+        request_content = bool(self.content()) if inherited is None else inherited is True
+        content = request_content and (
+            "function" in info or "request" in info or "requests" in info
+        )
         capture = attributes.Capture(statements, content) if statements or content else _NOTHING
         span_name, kind, attrs = attributes.describe_start(name, info, capture)
         if self.span_attributes:
@@ -184,7 +192,11 @@ class SpanBridge:
         current = trace.set_span_in_context(span, parent)
         if context_api.get_value(BRIDGE, current) is not self:  # outermost span: mark once
             current = context_api.set_value(
-                BRIDGE, self, context_api.set_value(PROFILED, True, current)
+                BRIDGE,
+                self,
+                context_api.set_value(
+                    PROFILED, True, context_api.set_value(CONTENT, request_content, current)
+                ),
             )
         token = context_api.attach(current)
         with self._lock:
@@ -229,7 +241,7 @@ class SpanBridge:
         try:
             info = payload.get("info") or {}
             if isinstance(info, Mapping):
-                self.apply_stop(entry.span, info)
+                self.apply_stop(entry.span, info, entry.context)
         finally:
             if entry.thread == threading.get_ident():
                 _detach(entry.token)
@@ -237,10 +249,14 @@ class SpanBridge:
                 entry.span.end()
                 self._end_held_children(element_id)
 
-    def apply_stop(self, span: trace.Span, info: Mapping[str, Any]) -> None:
-        """What a ``-stop`` (or deferred work that raised) adds to ``span``."""
+    def apply_stop(
+        self, span: trace.Span, info: Mapping[str, Any], context: context_api.Context
+    ) -> None:
+        """What a ``-stop`` (or deferred work that raised) adds to ``span`` (in ``context``)."""
         capture = _NOTHING
-        if (info.get("etype") or "function" in info or "db" in info) and self.content():
+        if (info.get("etype") or "function" in info or "db" in info) and context_api.get_value(
+            CONTENT, context
+        ):
             capture = attributes.Capture(content=True)
         stop = attributes.describe_stop(info, capture, self.expected)
         if stop.attributes:
@@ -353,7 +369,7 @@ class HeldSpan:
         if self.ended:
             return
         info = {"etype": reflection.get_class_name(error), "message": str(error)}
-        self.bridge.apply_stop(self.span, info)
+        self.bridge.apply_stop(self.span, info, self.context)
 
 
 class _Resumed:
