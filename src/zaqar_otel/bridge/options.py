@@ -52,8 +52,9 @@ BRIDGE_OPTS: list[cfg.Opt] = [
         help="Record what Zaqar's storage functions were called with and returned "
         "(message bodies, project and client ids), claim ids in URLs and the full "
         "text of exceptions. Off by default: a span names the function, queue, "
-        "message count and message ids, never a body, argument or claim id. For "
-        "debugging only: turning it on exports message content.",
+        "message count and message ids, never a body, argument or claim id. Read at "
+        "the start of each request. For debugging only: turning it on exports "
+        "message content.",
     ),
 ]
 
