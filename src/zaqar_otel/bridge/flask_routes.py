@@ -23,6 +23,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.semconv.attributes import http_attributes
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from zaqar_otel.bridge.gate import in_profiled_request
@@ -73,7 +74,8 @@ def record_status(sender: Any, response: Any = None, **extra: Any) -> None:
         if span is None or not isinstance(code, int):
             return
         span.set_attribute(http_attributes.HTTP_RESPONSE_STATUS_CODE, code)
-        if code >= 500:
+        if code >= 500:  # server side: a 5xx is an error, a 4xx the client's
+            span.set_attribute(ERROR_TYPE, str(code))
             span.set_status(Status(StatusCode.ERROR, str(getattr(response, "status", code))))
     except Exception:
         LOG.debug("zaqar-otel: could not record the response status", exc_info=True)
