@@ -60,8 +60,8 @@ def _osprofiler_traces_requests() -> bool:
 def _stop_info(response: Any) -> dict[str, Any]:
     status = getattr(response, "status_code", None)
     info: dict[str, Any] = {"requests": {"status_code": status, "url": str(response.url)}}
-    if isinstance(status, int) and status >= 400:
-        info.update(etype=f"HTTP {status}", message=str(getattr(response, "reason", "")))
+    if isinstance(status, int) and status >= 400:  # client side: a 4xx is an error too
+        info.update(etype=str(status), message=str(getattr(response, "reason", "")))
     return info
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.semconv.attributes import http_attributes
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import Status, StatusCode
 
 from zaqar_otel.bridge.gate import in_profiled_request
@@ -61,7 +62,8 @@ def record_status(span: Any, status_line: str, environ: dict[str, Any], falcon_a
     """The response status on the request span; its route if Falcon did not route it."""
     code = int(status_line.split(None, 1)[0])
     span.set_attribute(http_attributes.HTTP_RESPONSE_STATUS_CODE, code)
-    if code >= 500:
+    if code >= 500:  # server side: a 5xx is an error, a 4xx (401 included) the client's
+        span.set_attribute(ERROR_TYPE, str(code))
         span.set_status(Status(StatusCode.ERROR, status_line))
     if http_attributes.HTTP_ROUTE in (getattr(span, "attributes", None) or {}):
         return
