@@ -283,3 +283,17 @@ def test_inside_a_profiled_request_every_span_is_recorded() -> None:
         context_api.detach(token)
     assert sorted(s.name for s in exporter.get_finished_spans()) == ["child", "inside"]
     assert "AlwaysOffSampler" in sdk.sampler.get_description()
+
+
+def test_a_bad_ratio_samples_nothing_even_with_otel_traces_sampler(tmp_path: Path) -> None:
+    conf = conf_with(tmp_path, "trace_sample_ratio = 2\n")
+    policy = sampling.read_policy(conf.profiler, {"OTEL_TRACES_SAMPLER": "always_on"})
+    assert policy.ratio == 0.0
+
+
+def test_turning_the_rate_on_starts_with_a_full_bucket() -> None:
+    clock = Clock()
+    chosen = admission(sampling.Policy(1.0, 0.0), clock)
+    assert chosen.decide(None) is None
+    chosen.configure(sampling.Policy(1.0, 4.0))
+    assert sum(chosen.decide(None) is not None for _ in range(10)) == 4

@@ -39,6 +39,7 @@ pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 HEADERS = {"Client-ID": CLIENT_ID, "X-Project-ID": "sampling"}
 LIST_ROUTE = "GET /v2/queues/{queue_name}/messages"
 ORIGIN = "zaqar_otel.trace.origin"
+KEYSTONE = "keystone-public"  # Keystone's service name (tests.keystone_server)
 
 
 class Traced:
@@ -120,9 +121,11 @@ def start(jaeger_server, stores) -> Iterator[Any]:
         launcher: str = "status",
         env: dict[str, str] | None = None,
         transport: str = "wsgi",
+        sections: dict[str, dict[str, str]] | None = None,
         **opts: str,
     ) -> Traced:
-        traced = Traced(jaeger_server, stores, launcher, env or {}, transport, **opts)
+        chosen = {**stores, **(sections or {})}
+        traced = Traced(jaeger_server, chosen, launcher, env or {}, transport, **opts)
         running.append(traced)
         return traced
 
@@ -191,7 +194,8 @@ def test_a_tenth_of_1000_unsigned_requests_become_complete_traces(start, capsys)
     with capsys.disabled():
         print(
             f"\n1000 unsigned GETs in {seconds:.2f} s; "
-            f"{len(lists)} traced, {len(complete)} complete"
+            f"{len(lists)} traced, {len(complete)} complete, "
+            f"{sum(map(len, lists.values())) / max(len(lists), 1):.1f} spans per trace"
         )
     assert 70 <= len(lists) <= 130
     assert sorted(complete) == sorted(lists)
@@ -499,3 +503,42 @@ def test_websocket_requests_get_the_same_decision(start):
         and root_of(spans, traced.service).name.endswith("post")
     )
     assert any("MessageController.post" in s.name for s in post)
+
+
+# -- what Zaqar calls while serving a sampled request: never signed for the caller
+
+
+def test_a_sampled_requests_call_to_keystone_is_not_signed(start, keystone_server):
+    """keystonemiddleware validates the token of a sampled request: a CLIENT span in the
+    sampled trace, but Keystone (traced by OSProfiler for signed requests only) gets no
+    signed headers from Zaqar, so it adds nothing; a signed request's validation does."""
+    sections = {
+        "DEFAULT": {"auth_strategy": "keystone"},
+        "keystone_authtoken": keystone_server.authtoken_conf(),
+    }
+    traced = start(sections=sections, trace_sample_ratio="1.0", trace_rate_limit="1000")
+    headers = {"Client-ID": CLIENT_ID, "X-Auth-Token": keystone_server.token()}
+    url = f"{traced.url}/v2/queues/{zs.fresh_queue_name()}"
+    assert requests.put(url, headers=headers, timeout=30).status_code == 201
+    with zs.profiled() as control:  # signed, a new token: Keystone joins this one
+        signed = {**headers, "X-Auth-Token": keystone_server.token()}
+        signed.update(web.get_trace_id_headers())
+        url = f"{traced.url}/v2/queues/{zs.fresh_queue_name()}"
+        assert requests.put(url, headers=signed, timeout=30).status_code == 201
+    deadline = time.monotonic() + 30
+    while KEYSTONE not in {s.service for s in traced.query_trace(ids.trace_hex(control))}:
+        assert time.monotonic() < deadline, "Keystone's spans of the signed request never came"
+        time.sleep(0.2)
+    sampled = [
+        spans
+        for hex_id, spans in traced.wait_for_traces(traced.started() + 1).items()
+        if hex_id != ids.trace_hex(control)
+    ]
+    validations = [
+        s
+        for spans in sampled
+        for s in spans
+        if s.kind == "client" and str(s.attributes.get("url.full", "")).endswith("/auth/tokens")
+    ]
+    assert validations  # the sampled request did call Keystone, inside its trace
+    assert {s.service for spans in sampled for s in spans} == {traced.service}

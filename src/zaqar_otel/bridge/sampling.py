@@ -37,7 +37,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import SpanContext
@@ -68,15 +68,15 @@ class Policy:
     trust_traceparent: bool = False
     parent_based: bool = False
     source: str = "default"  # where the ratio came from, for the log
+    # computed once (read per request): may anything start at all
+    active: bool = field(init=False)
+    # a trace id is sampled when its low 64 bits are below this (``TraceIdRatioBased``)
+    bound: int = field(init=False)
 
-    @property
-    def active(self) -> bool:
-        return self.rate_limit > 0 and (self.ratio > 0 or self.trust_traceparent)
-
-    @property
-    def bound(self) -> int:
-        """A trace id is sampled when its low 64 bits are below this (``TraceIdRatioBased``)."""
-        return round(self.ratio * (1 << 64))
+    def __post_init__(self) -> None:
+        active = self.rate_limit > 0 and (self.ratio > 0 or self.trust_traceparent)
+        object.__setattr__(self, "active", active)
+        object.__setattr__(self, "bound", round(self.ratio * (1 << 64)))
 
 
 @dataclass(frozen=True)
@@ -128,24 +128,25 @@ def env_sampler(environ: Mapping[str, str]) -> tuple[float | None, bool, str]:
     return ratio, parent_based, f"OTEL_TRACES_SAMPLER={name} OTEL_TRACES_SAMPLER_ARG={ratio}"
 
 
-def _option(group: Any, name: str, default: Any) -> Any:
-    """``group.name``; ``default`` if unregistered, or, logged, if its value is invalid."""
+def _option(group: Any, name: str, default: Any, invalid: Any) -> Any:
+    """``group.name``; ``default`` if it is not registered, ``invalid`` (logged) if its value
+    is not valid."""
     try:
         return getattr(group, name)
     except ValueError as error:  # oslo.config's ConfigFileValueError (out of range, ...)
-        LOG.error("zaqar-otel: [profiler] %s: %s; using %r instead", name, error, default)
-        return default
+        LOG.error("zaqar-otel: [profiler] %s: %s; using %s instead", name, error, invalid)
+        return invalid
     except Exception:  # NoSuchOptError, a missing group
         return default
 
 
 def read_policy(group: Any, environ: Mapping[str, str] = os.environ) -> Policy:
     """The policy of a ``[profiler]`` group (and the environment); never raises."""
-    trust = bool(_option(group, "trust_traceparent", False))
-    limit = _option(group, "trace_rate_limit", DEFAULT_RATE_LIMIT)
+    trust = bool(_option(group, "trust_traceparent", False, False))
+    limit = _option(group, "trace_rate_limit", DEFAULT_RATE_LIMIT, DEFAULT_RATE_LIMIT)
     if limit is None or not (math.isfinite(limit) and limit >= 0):
         limit = DEFAULT_RATE_LIMIT
-    ratio = _option(group, "trace_sample_ratio", None)
+    ratio = _option(group, "trace_sample_ratio", None, 0.0)  # a bad one: sample nothing
     if ratio is not None and _is_ratio(ratio):
         return Policy(float(ratio), float(limit), trust, False, "[profiler] trace_sample_ratio")
     from_env, parent_based, source = env_sampler(environ)
@@ -207,12 +208,10 @@ class Admission:
         if not policy.active:
             return None
         if policy.trust_traceparent and traceparent:
-            parent = tracecontext.parse(traceparent, tracestate)
-            if parent is not None and parent.trace_flags.sampled:
-                base_id = ids.base_id_for(parent.trace_id)
-                element = ids.parent_element_for(parent.trace_id, parent.span_id)
-                return self._admit(Decision(base_id, element, parent, "traceparent"), policy)
-            if parent is not None and policy.parent_based:
+            fields = tracecontext.parse_traceparent(traceparent)
+            if fields is not None and tracecontext.is_sampled(fields[2]):
+                return self._admit_parent(fields, tracestate, policy)
+            if fields is not None and policy.parent_based:
                 return None  # the trusted caller decided: not sampled
         if policy.ratio <= 0.0:
             return None
@@ -220,6 +219,16 @@ class Admission:
         if trace_id & _MASK64 >= policy.bound:
             return None
         return self._admit(Decision(ids.base_id_for(trace_id), None, None, "sampled"), policy)
+
+    def _admit_parent(
+        self, fields: tuple[int, int, int], tracestate: str | None, policy: Policy
+    ) -> Decision | None:
+        trace_id, span_id, _ = fields
+        parent = tracecontext.span_context(fields, tracestate)
+        element = ids.parent_element_for(trace_id, span_id)
+        return self._admit(
+            Decision(ids.base_id_for(trace_id), element, parent, "traceparent"), policy
+        )
 
     def _admit(self, decision: Decision, policy: Policy) -> Decision | None:
         with self._lock:

@@ -29,9 +29,15 @@ _MEMBER = re.compile(f"({_KEY})=({_VALUE})")
 
 def parse(traceparent: str | None, tracestate: str | None = None) -> SpanContext | None:
     """The remote span a valid ``traceparent`` names (with ``tracestate``), else None."""
-    if not traceparent or len(traceparent) > MAX_HEADER:
+    fields = parse_traceparent(traceparent)
+    return None if fields is None else span_context(fields, tracestate)
+
+
+def parse_traceparent(header: str | None) -> tuple[int, int, int] | None:
+    """(trace id, span id, flags) of a valid ``traceparent``, else None (cheap: no objects)."""
+    if not header or len(header) > MAX_HEADER:
         return None
-    match = _TRACEPARENT.fullmatch(traceparent.strip(" \t"))
+    match = _TRACEPARENT.fullmatch(header.strip(" \t"))
     if match is None:
         return None
     version, trace_hex, span_hex, flags, rest = match.groups()
@@ -40,11 +46,21 @@ def parse(traceparent: str | None, tracestate: str | None = None) -> SpanContext
     trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
     if not trace_id or not span_id:
         return None
+    return trace_id, span_id, int(flags, 16)
+
+
+def is_sampled(flags: int) -> bool:
+    return bool(flags & TraceFlags.SAMPLED)
+
+
+def span_context(fields: tuple[int, int, int], tracestate: str | None) -> SpanContext:
+    """The caller's span from ``parse_traceparent``'s fields and its ``tracestate``."""
+    trace_id, span_id, flags = fields
     return SpanContext(
         trace_id,
         span_id,
         is_remote=True,
-        trace_flags=TraceFlags(int(flags, 16)),
+        trace_flags=TraceFlags(flags),
         trace_state=parse_tracestate(tracestate),
     )
 

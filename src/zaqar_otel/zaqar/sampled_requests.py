@@ -32,6 +32,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan
+from osprofiler import _utils, web
 
 from zaqar_otel.bridge import sampling
 from zaqar_otel.bridge.logs import LOG
@@ -58,8 +59,6 @@ def validly_signed(environ: dict[str, Any], tracer: Any) -> bool:
     info, mac = environ.get("HTTP_X_TRACE_INFO"), environ.get("HTTP_X_TRACE_HMAC")
     if not info or not mac:
         return False
-    from osprofiler import _utils, web
-
     keys = web._HMAC_KEYS or getattr(tracer, "hmac_keys", None)
     return bool(tracer._trace_is_valid(_utils.signed_unpack(info, mac, keys)))
 
@@ -113,8 +112,7 @@ class SamplingTracer:
         self.app = app
 
     def _enabled(self) -> bool:
-        from osprofiler import web  # the tracer's own rule: the global switch, else its flag
-
+        """The tracer's own rule: OSProfiler's global switch, else its flag."""
         return bool(web._ENABLED if web._ENABLED is not None else self.tracer.enabled)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
