@@ -416,7 +416,7 @@ def test_sampling_follows_sighup(start):
     assert session.get(list_url(traced.url, queue), headers=HEADERS, timeout=10).ok
     assert traced.started() == 1
     reload(traced, trace_sample_ratio="0.0")
-    traced.server.wait_for_log("Option profiler.trace_sample_ratio changed from [1.0] to [0.0]")
+    traced.server.wait_for_log("zaqar-otel: unsigned requests: none traced any more")
     assert session.get(list_url(traced.url, queue), headers=HEADERS, timeout=10).ok
     control = traced.control()
     found = traced.traces()
@@ -520,6 +520,8 @@ def test_a_sampled_requests_call_to_keystone_is_not_signed(start, keystone_serve
     headers = {"Client-ID": CLIENT_ID, "X-Auth-Token": keystone_server.token()}
     url = f"{traced.url}/v2/queues/{zs.fresh_queue_name()}"
     assert requests.put(url, headers=headers, timeout=30).status_code == 201
+    refused = {**headers, "X-Auth-Token": "gAAAAAbad"}  # refused by keystonemiddleware
+    assert requests.put(url, headers=refused, timeout=30).status_code == 401
     with zs.profiled() as control:  # signed, a new token: Keystone joins this one
         signed = {**headers, "X-Auth-Token": keystone_server.token()}
         signed.update(web.get_trace_id_headers())
@@ -540,5 +542,12 @@ def test_a_sampled_requests_call_to_keystone_is_not_signed(start, keystone_serve
         for s in spans
         if s.kind == "client" and str(s.attributes.get("url.full", "")).endswith("/auth/tokens")
     ]
-    assert validations  # the sampled request did call Keystone, inside its trace
+    assert validations  # the sampled requests did call Keystone, inside their traces
     assert {s.service for spans in sampled for s in spans} == {traced.service}
+    statuses = sorted(
+        s.attributes.get("http.response.status_code")
+        for spans in sampled
+        for s in spans
+        if s.kind == "server"
+    )
+    assert statuses == [201, 401]  # the refused one too: sampled before authentication

@@ -258,7 +258,10 @@ ADMISSION = Admission()
 def configure(group: Any, environ: Mapping[str, str] = os.environ) -> Policy:
     """Apply the ``[profiler]`` options ``group`` (and the environment) to ``ADMISSION``."""
     policy = read_policy(group, environ)
+    previous = ADMISSION.policy
     ADMISSION.configure(policy)
+    if previous.active and not policy.active:
+        LOG.info("zaqar-otel: unsigned requests: none traced any more")
     if policy.active:
         LOG.info(
             "zaqar-otel: unsigned requests: %.4g sampled (%s), trust_traceparent = %s, "
