@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -307,6 +308,18 @@ def test_a_trusted_traceparent_continues_the_callers_trace(start, caller, jaeger
         for span in scope["spans"]
     }
     assert states == {"caller=t61rcWkgMzE,vendor=x"}
+    # osprofiler trace show (OSProfiler's CLI through otel://) finds it by either id
+    connection = f"otel://?query={jaeger_server.query_url}"
+    for either in (base_id, trace_hex):
+        shown = subprocess.run(
+            [str(zs.BIN / "zaqar-otel"), "osprofiler", "trace", "show", either,
+             "--connection-string", connection, "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        [caller_element] = json.loads(shown.stdout)["children"]  # the caller's span, then Zaqar's
+        assert caller_element["info"]["name"] == "GET zaqar messages"
+        assert [c["info"]["name"] for c in caller_element["children"]] == ["wsgi"]
     # zaqar-otel trace show finds it by either id
     for either in (base_id, trace_hex):
         assert (
