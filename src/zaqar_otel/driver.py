@@ -109,6 +109,7 @@ class OTelDriver(base.Driver):
             )
         # SIGTERM would end the process without atexit: flush first (ours or not).
         provider.flush_on_sigterm(self.provider)
+        provider.flush_at_uwsgi_exit(self.provider)
         from zaqar_otel import __version__
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
