@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import platform
 import signal
@@ -176,7 +177,7 @@ def flush_at_uwsgi_exit(provider: TracerProvider, timeout_millis: int = 5000) ->
     ``uwsgi.atexit`` is kept and called after the flush. False outside uWSGI.
     """
     try:
-        import uwsgi  # type: ignore[import-not-found]  # only inside uWSGI
+        uwsgi = importlib.import_module("uwsgi")  # only inside uWSGI
     except ImportError:
         return False
     previous = getattr(uwsgi, "atexit", None)
