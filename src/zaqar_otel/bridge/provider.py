@@ -191,5 +191,5 @@ def flush_at_uwsgi_exit(provider: TracerProvider, timeout_millis: int = 5000) ->
             previous()
 
     hook.__zaqar_otel__ = True  # type: ignore[attr-defined]
-    uwsgi.atexit = hook
+    setattr(uwsgi, "atexit", hook)  # noqa: B010  (a module attribute uWSGI reads)
     return True
