@@ -47,7 +47,7 @@ class OTelDriver(base.Driver):
             connection_str, project=project, service=service, host=host, conf=conf, **kwargs
         )
         # Heavy imports only when the driver is really used.
-        from zaqar_otel.bridge import backends, export, logs, provider, spans
+        from zaqar_otel.bridge import backends, export, logs, outgoing, provider, spans
 
         self.conf = conf
         self._profiler_group: Any = None
@@ -61,6 +61,7 @@ class OTelDriver(base.Driver):
             # exporter, instrumentation or signal handler then.
             return
         options.register_opts(conf)
+        options.activate(conf)
         logs.install()
 
         def processor() -> export.CountingBatchSpanProcessor | None:
@@ -90,6 +91,8 @@ class OTelDriver(base.Driver):
             tracer, hints, skip=self._skip, full_statements=full_statements
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+        # requests made inside profiled requests: CLIENT spans and traceparent
+        outgoing.instrument_requests()
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)

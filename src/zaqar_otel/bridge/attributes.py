@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib import parse
 
 from opentelemetry.trace import SpanKind
 
@@ -48,6 +49,58 @@ def redact(text: str) -> str:
     if "=" in text:
         text = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", text)
     return text
+
+
+URL_REDACTED = "REDACTED"  # the semantic conventions' word for url.full
+
+
+def _redacted_query(query: str) -> str:
+    return "&".join(
+        f"{part.split('=', 1)[0]}={URL_REDACTED}" if "=" in part else URL_REDACTED
+        for part in query.split("&")
+    )
+
+
+def _redacted_mailboxes(path: str) -> str:
+    """``alice@example.com,bob@b.org`` -> ``REDACTED@example.com,REDACTED@b.org``."""
+    boxes = []
+    for box in path.split(","):
+        domain = box.rpartition("@")[2] if "@" in box else ""
+        boxes.append(f"{URL_REDACTED}@{domain}" if domain else URL_REDACTED)
+    return ",".join(boxes)
+
+
+def redact_url(url: str) -> str:
+    """A URL for ``url.full`` without secrets: user and password, every query value,
+    the fragment and, for ``mailto:``, the local part of each address become
+    ``REDACTED`` (a query part without ``=`` too); scheme, host, port, path and
+    query keys stay.
+
+    ``https://u:pw@hooks.example.com/in?token=abc`` ->
+    ``https://REDACTED:REDACTED@hooks.example.com/in?token=REDACTED``.
+    Anything that does not parse as a URL is replaced whole.
+    """
+    try:
+        parts = parse.urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return URL_REDACTED
+    if not parts.scheme:
+        return URL_REDACTED
+    if parts.scheme.lower() == "mailto":
+        text = f"mailto:{_redacted_mailboxes(parts.path)}"
+        return text + (f"?{_redacted_query(parts.query)}" if parts.query else "")
+    netloc = host or ""
+    if ":" in netloc:  # IPv6 literal
+        netloc = f"[{netloc}]"
+    if port is not None:
+        netloc += f":{port}"
+    if parts.username is not None or parts.password is not None:
+        userinfo = URL_REDACTED if parts.password is None else f"{URL_REDACTED}:{URL_REDACTED}"
+        netloc = f"{userinfo}@{netloc}"
+    query = _redacted_query(parts.query) if parts.query else ""
+    fragment = URL_REDACTED if parts.fragment else ""
+    return parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 _KNOWN = {"request", "requests", "db", "function", "websocket", "host", "etype", "message"}
