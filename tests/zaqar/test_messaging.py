@@ -1,0 +1,383 @@
+"""Messaging-native traces, end to end: a producer process, a real zaqar-server, an
+OpenTelemetry-instrumented webhook subscriber, consumers, all exporting to one Jaeger."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+import redis
+import requests
+
+from tests import messaging as m
+from tests import zaqar_server as zs
+from tests.zaqar.test_server import Tree, redis_sql_stores, start_server, tags
+from zaqar_otel.bridge import ids
+
+pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
+# the fields of a message in Zaqar's v2 API responses (WSGI)
+API_FIELDS = {"id", "href", "ttl", "age", "body", "checksum"}
+
+
+def wait_trace(jaeger: Any, trace_hex: str, wanted: Any, timeout: float = 30) -> Tree:
+    """The trace once ``wanted(tree)`` is true (spans arrive in batches from several processes)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        tree = Tree(jaeger.trace_spans(jaeger.get_trace(trace_hex)))
+        if tree.spans and wanted(tree):
+            return tree
+        if time.monotonic() > deadline:
+            names = sorted(s["operationName"] for s in tree.spans)
+            raise TimeoutError(f"trace {trace_hex}: condition not met, spans: {names}")
+        time.sleep(0.2)
+
+
+def service(tree: Tree, span: dict[str, Any]) -> str:
+    return str(span.get("_service", ""))
+
+
+def with_services(jaeger: Any, trace_hex: str) -> list[dict[str, Any]]:
+    """The spans of a trace, each with ``_service`` (its process's service name)."""
+    answer = jaeger.get_trace(trace_hex) or {}
+    spans = []
+    for data in answer.get("data") or []:
+        for span in data.get("spans") or []:
+            span["_service"] = data["processes"][span["processID"]]["serviceName"]
+            spans.append(span)
+    return spans
+
+
+def roots(tree: Tree) -> list[dict[str, Any]]:
+    """Spans without a parent (links are references too, FOLLOWS_FROM ones)."""
+    return [s for s in tree.spans if tree.parent(s) is None]
+
+
+def links(span: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (ref["traceID"], ref["spanID"])
+        for ref in span.get("references") or []
+        if ref["refType"] == "FOLLOWS_FROM"
+    }
+
+
+# -- servers
+
+
+@pytest.fixture(scope="module")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('mgmt') / 'zaqar.db'}"
+    zs.create_sql_tables(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mail")
+
+
+def notifying_stores(redis_url: str, sql_url: str, mail_dir: Path) -> dict[str, dict[str, str]]:
+    stores = redis_sql_stores(redis_url, sql_url)
+    stores["storage"] = dict(m.NOTIFIER)
+    stores["notification"] = {
+        "smtp_mode": "third_part",
+        "smtp_command": f"{sys.executable} -m tests.apps.sendmail {mail_dir}",
+    }
+    return stores
+
+
+@pytest.fixture(scope="module")
+def zaqar(jaeger_server, redis_server, sqlite_url, mail_dir) -> Iterator[zs.ZaqarServer]:
+    server = start_server(jaeger_server, notifying_stores(redis_server.url, sqlite_url, mail_dir))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def subscriber(jaeger_server) -> Iterator[m.Subscriber]:
+    process = m.Subscriber(jaeger_server)
+    yield process
+    process.stop()
+
+
+# -- push: webhooks and mail
+
+
+def test_webhook_delivery_continues_the_producers_trace(zaqar, subscriber, jaeger_server):
+    queue = zs.fresh_queue_name()
+    m.create_queue(zaqar.url, queue)
+    hook = subscriber.url(f"/hook/{queue}", userinfo="user:pass", query="token=s3cret&v=2")
+    sub_id = m.subscribe(zaqar.url, queue, hook)
+    produced = m.produce(zaqar.url, jaeger_server, queue, '{"order": 1}')
+    trace_hex = produced["trace_id"]
+
+    [delivery] = subscriber.wait_for(lambda d: d["path"] == f"/hook/{queue}")
+    sent = {k.lower(): v for k, v in delivery["headers"].items()}
+    assert sent["traceparent"].split("-")[1] == trace_hex
+    assert not {"x-trace-info", "x-trace-hmac"} & set(sent)
+    assert all(zs.HMAC_KEY not in value for value in sent.values())
+
+    def complete(tree: Tree) -> bool:  # producer, Zaqar and subscriber spans
+        return len({s["processID"] for s in tree.spans}) >= 3
+
+    wait_trace(jaeger_server, trace_hex, complete)
+    spans = with_services(jaeger_server, trace_hex)
+    tree = Tree(spans)
+    [root] = tree.roots()
+    assert (service(tree, root), tags(root)["span.kind"]) == ("zaqar-client", "client")
+    for span in spans:  # one connected tree under the producer's request
+        assert span is root or tree.ancestors(span)[-1] is root, span["operationName"]
+    [notify] = tree.named(f"notify {queue}")
+    notify_tags = tags(notify)
+    assert notify_tags["span.kind"] == "client"
+    assert notify_tags["url.full"] == (
+        f"http://REDACTED:REDACTED@127.0.0.1:{subscriber.port}/hook/{queue}"
+        "?token=REDACTED&v=REDACTED"
+    )
+    assert notify_tags["http.response.status_code"] == 200
+    assert notify_tags["messaging.zaqar.subscription.id"] == sub_id
+    assert notify_tags["messaging.destination.name"] == queue
+    assert "http.request.resend_count" not in notify_tags
+    [received] = [s for s in spans if s["_service"] == "subscriber"]
+    assert tags(received)["span.kind"] == "server"
+    assert tree.parent(received) is notify
+    assert received["spanID"] == delivery["span"]["span_id"]
+    [request] = [s for s in spans if s["operationName"] == "POST /v2/queues/{queue_name}/messages"]
+    assert request in tree.ancestors(notify)
+    # the subscriber's own WSGI instrumentation records its query string; Zaqar's spans do not
+    ours = str([s for s in spans if s["_service"] != "subscriber"])
+    assert "s3cret" not in ours and "user:pass" not in ours and "pass@" not in ours
+
+
+def test_failing_webhook_attempts_are_resends_with_errors(zaqar, jaeger_server):
+    queue = zs.fresh_queue_name()
+    m.create_queue(zaqar.url, queue)
+    closed = f"http://127.0.0.1:{m.free_port()}/nobody"
+    policy = {
+        "retries_with_no_delay": 2,
+        "minimum_delay_retries": 0,
+        "minimum_delay": 0,
+        "maximum_delay": 10,  # linear backoff: two more attempts, after 0 and 5 s
+        "maximum_delay_retries": 0,
+    }
+    m.subscribe(zaqar.url, queue, closed, {"_retry_policy": policy})
+    with zs.profiled() as base:
+        m.post(zaqar.url, queue, [{"n": 1}])
+
+    def five_attempts(tree: Tree) -> bool:
+        return len(tree.named(f"notify {queue}")) >= 5
+
+    tree = wait_trace(jaeger_server, ids.trace_hex(base), five_attempts, timeout=40)
+    attempts = sorted(
+        (tags(s).get("http.request.resend_count", 0), tags(s)) for s in tree.named("notify")
+    )
+    assert [count for count, _ in attempts] == [0, 1, 2, 3, 4]
+    for _, attempt in attempts:
+        assert attempt["error"] is True
+        assert attempt["error.type"] == "ConnectionError"
+        assert attempt["url.full"] == closed
+        assert "http.response.status_code" not in attempt
+
+
+def test_mail_notifications_are_spans_without_addresses(zaqar, jaeger_server, mail_dir):
+    queue = zs.fresh_queue_name()
+    m.create_queue(zaqar.url, queue)
+    ok = f"ok-{uuid.uuid4().hex[:6]}"
+    # (not ?subject=: Zaqar 23 passes parse_qs's list as the Subject header and fails)
+    m.subscribe(zaqar.url, queue, f"mailto:{ok}@example.com?cc=boss@example.net")
+    m.subscribe(zaqar.url, queue, "mailto:fail-x@example.org")
+    with zs.profiled() as base:
+        m.post(zaqar.url, queue, [{"n": 1}, {"n": 2}])
+
+    tree = wait_trace(
+        jaeger_server, ids.trace_hex(base), lambda t: len(t.named(f"notify {queue}")) == 2
+    )
+    assert (mail_dir / f"{ok}@example.com.eml").exists()
+    by_url = {tags(s)["url.full"]: tags(s) for s in tree.named("notify")}
+    assert set(by_url) == {
+        "mailto:REDACTED@example.com?cc=REDACTED",
+        "mailto:REDACTED@example.org",
+    }
+    sent = by_url["mailto:REDACTED@example.com?cc=REDACTED"]
+    assert sent["span.kind"] == "client" and sent["url.scheme"] == "mailto"
+    assert sent["messaging.batch.message_count"] == 2
+    assert "error" not in sent
+    refused = by_url["mailto:REDACTED@example.org"]
+    assert refused["error"] is True and refused["error.type"] == "ProcessExecutionError"
+    trace = jaeger_server.get_trace(ids.trace_hex(base))
+    assert m.hits(trace, ok) == [] and m.hits(trace, "fail-x") == []
+    assert m.hits(trace, "boss") == []
+
+
+def test_untraced_post_notifies_without_spans_or_trace_headers(zaqar, subscriber, jaeger_server):
+    queue = zs.fresh_queue_name()
+    m.create_queue(zaqar.url, queue)
+    m.subscribe(zaqar.url, queue, subscriber.url(f"/plain/{queue}"))
+    m.post(zaqar.url, queue, [{"n": 1}])
+    [delivery] = subscriber.wait_for(lambda d: d["path"] == f"/plain/{queue}")
+    sent = {k.lower() for k in delivery["headers"]}
+    assert not {"traceparent", "x-trace-info", "x-trace-hmac"} & sent
+
+
+# -- pull: creation context stored with the message, links from claims and gets
+
+
+def redis_fields(redis_url: str, message_id: str) -> dict[bytes, bytes]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        fields: dict[bytes, bytes] = client.hgetall(message_id)
+        return fields
+    finally:
+        client.close()
+
+
+def api_get(url: str, path: str) -> requests.Response:
+    return requests.get(f"{url}{path}", headers=m.headers(), timeout=10)
+
+
+class Store:
+    """A message store for a Zaqar server, and a way to read a message's stored fields."""
+
+    def __init__(self, kind: str, stores: dict[str, Any], launcher: str, url: str) -> None:
+        self.kind, self.stores, self.launcher, self.url = kind, stores, launcher, url
+        self.database = stores.get("drivers:message_store:mongodb", {}).get("database", "")
+
+    def fields(self, message_id: str) -> dict[str, Any]:
+        """The message as stored: Redis hash fields, or the MongoDB document (str keys)."""
+        if self.kind == "redis":
+            return {k.decode(): v for k, v in redis_fields(self.url, message_id).items()}
+        from bson import ObjectId
+
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(self.url)
+        try:
+            for name in client.list_database_names():
+                if name.startswith(f"{self.database}_messages"):
+                    found = client[name].messages.find_one({"_id": ObjectId(message_id)})
+                    if found is not None:
+                        return dict(found)
+            return {}
+        finally:
+            client.close()
+
+
+@pytest.fixture(params=["redis", "ferretdb"])
+def store(request, redis_server, sqlite_url) -> Store:
+    if request.param == "redis":
+        stores = redis_sql_stores(redis_server.url, sqlite_url)
+        return Store("redis", stores, "zaqar-otel-server", redis_server.url)
+    ferretdb = request.getfixturevalue("ferretdb_server")
+    uri = f"{ferretdb.url}?serverSelectionTimeoutMS=5000"
+    database = f"zaqar_links_{uuid.uuid4().hex[:8]}"
+    stores = {
+        "drivers": {"message_store": "mongodb", "management_store": "mongodb"},
+        "drivers:message_store:mongodb": {"uri": uri, "database": database, "partitions": "2"},
+        "drivers:management_store:mongodb": {"uri": uri, "database": f"{database}_mgmt"},
+    }
+    return Store("mongodb", stores, "ferretdb", ferretdb.url)
+
+
+def signed_headers() -> dict[str, str]:
+    from osprofiler import web
+
+    return {**m.headers(), **web.get_trace_id_headers()}
+
+
+def stored_context(store: Store, message_id: str) -> tuple[str, str] | None:
+    """(trace id, span id) in hex stored with the message, or None."""
+    raw = store.fields(message_id).get("otel")
+    if raw is None:
+        return None
+    raw = bytes(raw)
+    assert len(raw) == 24
+    return raw[:16].hex(), raw[16:].hex()
+
+
+def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store, jaeger_server):
+    server = start_server(jaeger_server, store.stores, launcher=store.launcher)
+    try:
+        queue = zs.fresh_queue_name()
+        m.create_queue(server.url, queue)
+        with zs.profiled() as one:
+            [a] = m.post(server.url, queue, [{"n": 1}])
+        with zs.profiled() as batch:
+            b1, b2 = m.post(server.url, queue, [{"n": 2}, {"n": 3}])
+        [c] = m.post(server.url, queue, [{"n": 4}])  # not profiled
+
+        # stored: the creation context of profiled posts only, nothing else added
+        produced = {a: stored_context(store, a), b1: stored_context(store, b1)}
+        produced[b2] = stored_context(store, b2)
+        assert produced[a] is not None and produced[a][0] == ids.trace_hex(one)
+        assert produced[b1] is not None and produced[b1][0] == ids.trace_hex(batch)
+        assert produced[b2] is not None and produced[b2][0] == ids.trace_hex(batch)
+        assert stored_context(store, c) is None
+        assert set(store.fields(c)) == set(store.fields(a)) - {"otel"}
+        # ... and each is the PRODUCER span "create <queue>" of its message
+        for base, mid in ((one, a), (batch, b1), (batch, b2)):
+            tree = wait_trace(
+                jaeger_server,
+                ids.trace_hex(base),
+                lambda t, mid=mid: any(
+                    tags(s).get("messaging.message.id") == mid for s in t.named("create")
+                ),
+            )
+            [create] = [
+                s for s in tree.named(f"create {queue}") if tags(s)["messaging.message.id"] == mid
+            ]
+            assert create["spanID"] == produced[mid][1]
+            assert tags(create)["span.kind"] == "producer"
+            assert tags(create)["messaging.operation.type"] == "create"
+        posted = wait_trace(jaeger_server, ids.trace_hex(batch), lambda t: bool(roots(t)))
+        assert tags(roots(posted)[0])["messaging.zaqar.batch.message_ids"] is not None
+
+        with zs.profiled() as claim_base:
+            answer = requests.post(
+                f"{server.url}/v2/queues/{queue}/claims?limit=10",
+                json={"ttl": 60, "grace": 60},
+                headers=signed_headers(),
+                timeout=10,
+            )
+        assert answer.status_code == 201, answer.text
+        claimed = answer.json()["messages"]
+        assert sorted(msg["id"] for msg in claimed) == sorted([a, b1, b2, c])
+        assert all(set(msg) <= API_FIELDS for msg in claimed), claimed
+        claim = wait_trace(
+            jaeger_server, ids.trace_hex(claim_base), lambda t: any(links(r) for r in roots(t))
+        )
+        [root] = roots(claim)
+        expected = {produced[mid] for mid in (a, b1, b2)}
+        assert links(root) == expected
+        root_tags = tags(root)
+        assert root_tags["messaging.operation.type"] == "receive"
+        assert root_tags["messaging.batch.message_count"] == 4
+    finally:
+        server.stop()
+
+    # a new Zaqar process: the links come from the store, not from memory
+    server = start_server(jaeger_server, store.stores, launcher=store.launcher)
+    try:
+        with zs.profiled() as get_base:
+            answer = api_get_signed(server.url, f"/v2/queues/{queue}/messages/{a}")
+        assert answer.status_code == 200 and set(answer.json()) <= API_FIELDS
+        got = wait_trace(jaeger_server, ids.trace_hex(get_base), lambda t: bool(roots(t)))
+        [root] = roots(got)
+        assert links(root) == {produced[a]}
+        assert tags(root)["messaging.message.id"] == a
+        assert isinstance(tags(root)["messaging.zaqar.message.age"], int)
+        with zs.profiled() as many_base:
+            answer = api_get_signed(server.url, f"/v2/queues/{queue}/messages?ids={b2},{c}")
+        assert answer.status_code == 200
+        assert all(set(msg) <= API_FIELDS for msg in answer.json()["messages"])
+        many = wait_trace(jaeger_server, ids.trace_hex(many_base), lambda t: bool(roots(t)))
+        assert links(roots(many)[0]) == {produced[b2]}
+    finally:
+        server.stop()
+
+
+def api_get_signed(url: str, path: str) -> requests.Response:
+    return requests.get(f"{url}{path}", headers=signed_headers(), timeout=10)
