@@ -41,12 +41,9 @@ class Subscriber:
             OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
             OTEL_SERVICE_NAME="subscriber",
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.apps.subscriber", "--port", str(self.port)]
-            + ["--status", str(status)],
-            env=env,
-            cwd=ROOT,
-        )
+        command = [sys.executable, "-m", "tests.apps.subscriber", "--port", str(self.port)]
+        command += ["--status", str(status)]
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT)
         deadline = time.monotonic() + 30
         while not port_open(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -1,4 +1,7 @@
-"""A sendmail stand-in for Zaqar's ``smtp_mode = third_part``: ``python -m tests.apps.sendmail DIR``.
+"""A sendmail stand-in for Zaqar's ``smtp_mode = third_part``.
+
+    python -m tests.apps.sendmail DIR
+
 
 Reads the message on stdin and writes it to ``DIR/<recipient>.eml`` (appending); exits 1
 without writing when the recipient's local part starts with ``fail``, as a mail

@@ -1,3 +1,4 @@
+import pytest
 from opentelemetry.trace import SpanKind
 
 from zaqar_otel.bridge import attributes
@@ -107,3 +108,24 @@ def test_extra_scalar_info_is_kept_and_nested_values_ignored():
     assert attrs["osprofiler.queue"] == "q1"
     assert attrs["osprofiler.count"] == 3
     assert not any(k.startswith("osprofiler.nested") for k in attrs)
+
+
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        ("http://127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
+        (
+            "https://u:pw@hooks.example.com/in?token=abc&v=2#frag",
+            "https://REDACTED:REDACTED@hooks.example.com/in?token=REDACTED&v=REDACTED#REDACTED",
+        ),
+        ("http://user@h/p?bare", "http://REDACTED@h/p?REDACTED"),
+        ("http://[::1]:80/a", "http://[::1]:80/a"),
+        ("mailto:alice@example.com", "mailto:REDACTED@example.com"),
+        ("mailto:a@x.org,b@y.org?cc=c@z.org", "mailto:REDACTED@x.org,REDACTED@y.org?cc=REDACTED"),
+        ("mailto:nobody", "mailto:REDACTED"),
+        ("no scheme at all", "REDACTED"),
+        ("http://h:99999/", "REDACTED"),
+    ],
+)
+def test_redact_url_keeps_where_and_drops_secrets(url, recorded):
+    assert attributes.redact_url(url) == recorded

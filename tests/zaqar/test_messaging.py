@@ -381,3 +381,43 @@ def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store
 
 def api_get_signed(url: str, path: str) -> requests.Response:
     return requests.get(f"{url}{path}", headers=signed_headers(), timeout=10)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 10: Zaqar's storage controllers are traced with their arguments, so the "
+    "span of MessageController.post has the body in osprofiler.function.kwargs; every other "
+    "span (create, notify, subscriber, claim, list, get) is clean",
+)
+def test_no_message_body_in_any_exported_span(zaqar, subscriber, jaeger_server):
+    """Post, webhook, claim, list and gets of a message with a unique marker in its body:
+    the marker is in no span of any of those traces (names, attributes, events, links)."""
+    marker = f"secret-body-{uuid.uuid4().hex}"
+    queue = zs.fresh_queue_name()
+    m.create_queue(zaqar.url, queue)
+    m.subscribe(zaqar.url, queue, subscriber.url(f"/body/{queue}"))
+    produced = m.produce(zaqar.url, jaeger_server, queue, f'{{"text": "{marker}"}}')
+    [delivery] = subscriber.wait_for(lambda d: d["path"] == f"/body/{queue}")
+    assert marker in delivery["body"]  # the subscriber got the body; no span did
+    messages = f"{zaqar.url}/v2/queues/{queue}/messages"
+    bases = []
+    with zs.profiled() as base:
+        assert api_get_signed(zaqar.url, f"/v2/queues/{queue}/messages?echo=true").ok
+    bases.append(base)
+    with zs.profiled() as base:
+        answer = requests.post(
+            f"{zaqar.url}/v2/queues/{queue}/claims", json={}, headers=signed_headers(), timeout=10
+        )
+    assert marker in answer.text
+    bases.append(base)
+    message_id = answer.json()["messages"][0]["id"]
+    with zs.profiled() as base:
+        assert marker in requests.get(f"{messages}/{message_id}", headers=signed_headers()).text
+    bases.append(base)
+    traces = [produced["trace_id"], *(ids.trace_hex(b) for b in bases)]
+    wait_trace(jaeger_server, traces[0], lambda t: len({s["processID"] for s in t.spans}) >= 3)
+    for trace_hex in traces:
+        wait_trace(jaeger_server, trace_hex, lambda t: bool(roots(t)))
+    found = {t: m.hits(jaeger_server.get_trace(t), marker) for t in traces}
+    assert found == {t: [] for t in traces}

@@ -106,7 +106,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 _active: cfg.ConfigOpts | None = None
 
 
-def activate(conf: cfg.ConfigOpts) -> None:
+def activate(conf: cfg.ConfigOpts | None) -> None:
     """Make ``conf`` the configuration ``flag()`` reads (the ``otel://`` driver's)."""
     global _active
     _active = conf
