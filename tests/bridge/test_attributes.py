@@ -124,6 +124,15 @@ def test_extra_scalar_info_is_kept_and_nested_values_ignored():
         ("mailto:a@x.org,b@y.org?cc=c@z.org", "mailto:REDACTED@x.org,REDACTED@y.org?cc=REDACTED"),
         ("mailto:nobody", "mailto:REDACTED"),
         ("no scheme at all", "REDACTED"),
+        (
+            "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/Xy4abcDEFgh5ijkLMNop6qrs",
+            "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/REDACTED",
+        ),
+        (
+            "http://h/v2/servers/6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b/action",
+            "http://h/v2/servers/6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b/action",
+        ),
+        ("http://h/very-long-but-only-words", "http://h/very-long-but-only-words"),
         ("http://h:99999/", "REDACTED"),
     ],
 )

@@ -112,12 +112,15 @@ def subscriber(jaeger_server) -> Iterator[m.Subscriber]:
 def test_webhook_delivery_continues_the_producers_trace(zaqar, subscriber, jaeger_server):
     queue = zs.fresh_queue_name()
     m.create_queue(zaqar.url, queue)
-    hook = subscriber.url(f"/hook/{queue}", userinfo="user:pass", query="token=s3cret&v=2")
+    path_token = f"T0k3n{uuid.uuid4().hex[:16]}"  # secrets in the path, as Slack's webhooks
+    hook = subscriber.url(
+        f"/hook/{queue}/{path_token}", userinfo="user:pass", query="token=s3cret&v=2"
+    )
     sub_id = m.subscribe(zaqar.url, queue, hook)
     produced = m.produce(zaqar.url, jaeger_server, queue, '{"order": 1}')
     trace_hex = produced["trace_id"]
 
-    [delivery] = subscriber.wait_for(lambda d: d["path"] == f"/hook/{queue}")
+    [delivery] = subscriber.wait_for(lambda d: d["path"] == f"/hook/{queue}/{path_token}")
     sent = {k.lower(): v for k, v in delivery["headers"].items()}
     assert sent["traceparent"].split("-")[1] == trace_hex
     assert not {"x-trace-info", "x-trace-hmac"} & set(sent)
@@ -137,7 +140,7 @@ def test_webhook_delivery_continues_the_producers_trace(zaqar, subscriber, jaege
     notify_tags = tags(notify)
     assert notify_tags["span.kind"] == "client"
     assert notify_tags["url.full"] == (
-        f"http://REDACTED:REDACTED@127.0.0.1:{subscriber.port}/hook/{queue}"
+        f"http://REDACTED:REDACTED@127.0.0.1:{subscriber.port}/hook/{queue}/REDACTED"
         "?token=REDACTED&v=REDACTED"
     )
     assert notify_tags["http.response.status_code"] == 200
@@ -153,6 +156,7 @@ def test_webhook_delivery_continues_the_producers_trace(zaqar, subscriber, jaege
     # the subscriber's own WSGI instrumentation records its query string; Zaqar's spans do not
     ours = str([s for s in spans if s["_service"] != "subscriber"])
     assert "s3cret" not in ours and "user:pass" not in ours and "pass@" not in ours
+    assert path_token not in ours
 
 
 def test_failing_webhook_attempts_are_resends_with_errors(zaqar, jaeger_server):

@@ -61,6 +61,26 @@ def _redacted_query(query: str) -> str:
     )
 
 
+_UUID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-.~]{16,}$")
+
+
+def _secret_like(segment: str) -> bool:
+    """A path segment that looks like a token (``/services/T0/B0/XXXXXXXX...`` webhook
+    URLs carry their secret in the path): 16+ token characters with letters and digits,
+    not a dashed UUID (resource ids are not secrets)."""
+    return (
+        bool(_TOKEN.match(segment))
+        and not _UUID.match(segment)
+        and any(c.isdigit() for c in segment)
+        and any(c.isalpha() for c in segment)
+    )
+
+
+def _redacted_path(path: str) -> str:
+    return "/".join(URL_REDACTED if _secret_like(part) else part for part in path.split("/"))
+
+
 def _redacted_mailboxes(path: str) -> str:
     """``alice@example.com,bob@b.org`` -> ``REDACTED@example.com,REDACTED@b.org``."""
     boxes = []
@@ -72,9 +92,10 @@ def _redacted_mailboxes(path: str) -> str:
 
 def redact_url(url: str) -> str:
     """A URL for ``url.full`` without secrets: user and password, every query value,
-    the fragment and, for ``mailto:``, the local part of each address become
-    ``REDACTED`` (a query part without ``=`` too); scheme, host, port, path and
-    query keys stay.
+    the fragment, path segments that look like tokens (16+ characters, letters and
+    digits, not a UUID) and, for ``mailto:``, the local part of each address become
+    ``REDACTED`` (a query part without ``=`` too); scheme, host, port, the rest of
+    the path and query keys stay.
 
     ``https://u:pw@hooks.example.com/in?token=abc`` ->
     ``https://REDACTED:REDACTED@hooks.example.com/in?token=REDACTED``.
@@ -100,7 +121,8 @@ def redact_url(url: str) -> str:
         netloc = f"{userinfo}@{netloc}"
     query = _redacted_query(parts.query) if parts.query else ""
     fragment = URL_REDACTED if parts.fragment else ""
-    return parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    path = _redacted_path(parts.path)
+    return parse.urlunsplit((parts.scheme, netloc, path, query, fragment))
 
 
 _KNOWN = {"request", "requests", "db", "function", "websocket", "host", "etype", "message"}
