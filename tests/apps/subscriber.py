@@ -60,7 +60,8 @@ def hook(status: int) -> Callable[[dict[str, Any], StartResponse], Iterable[byte
                     },
                 }
             )
-        start_response(f"{status} X", [("Content-Type", "text/plain")])
+        # Content-Length: the caller need not wait for the connection to close
+        start_response(f"{status} X", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
 
     return app
@@ -71,7 +72,8 @@ def dispatcher(traced: Any) -> Callable[[dict[str, Any], StartResponse], Iterabl
         if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == "/deliveries":
             with _lock:
                 data = json.dumps(_deliveries).encode()
-            start_response("200 OK", [("Content-Type", "application/json")])
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+            start_response("200 OK", headers)
             return [data]
         result: Iterable[bytes] = traced(environ, start_response)
         return result
