@@ -171,3 +171,41 @@ def test_instrumenting_twice_wraps_once():
     assert not getattr(send.__wrapped__, "__zaqar_otel__", False)  # type: ignore[attr-defined]
     outgoing.uninstrument_requests()
     assert not getattr(requests.Session.send, "__zaqar_otel__", False)
+
+
+def test_no_second_span_under_a_client_span_only_its_traceparent(server):
+    """A profiled zaqarclient call is already a CLIENT span (an OSProfiler element)."""
+    with profiled_request():
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("POST", kind=SpanKind.CLIENT) as client_span:
+            requests.get(f"http://{server}/plain", timeout=5)
+    assert [s.name for s in client_spans()] == ["POST"]
+    span_id = Recorder.received[0]["traceparent"].split("-")[2]
+    assert span_id == f"{client_span.get_span_context().span_id:016x}"
+
+
+def test_suppressed_instrumentation_is_respected(server):
+    """OpenTelemetry exporters suppress instrumentation while they send spans."""
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with profiled_request(), suppress_instrumentation():
+        requests.get(f"http://{server}/export", timeout=5)
+    assert "traceparent" not in Recorder.received[0]
+    assert client_spans() == []
+
+
+def test_osprofiler_trace_headers_come_with_a_traceparent():
+    from osprofiler import profiler, web
+
+    profiler.clean()
+    profiler.init(tracing.HMAC_KEY)
+    try:
+        assert "traceparent" not in web.get_trace_id_headers()  # not a profiled request
+        with profiled_request() as span:
+            headers = web.get_trace_id_headers()
+        assert {"X-Trace-Info", "X-Trace-HMAC"} <= set(headers)
+        assert headers["traceparent"].split("-")[2] == f"{span.get_span_context().span_id:016x}"
+    finally:
+        profiler.clean()
+    with profiled_request():
+        assert web.get_trace_id_headers() == {}  # no OSProfiler profiler: nothing to add to

@@ -54,11 +54,6 @@ def with_services(jaeger: Any, trace_hex: str) -> list[dict[str, Any]]:
     return spans
 
 
-def roots(tree: Tree) -> list[dict[str, Any]]:
-    """Spans without a parent (links are references too, FOLLOWS_FROM ones)."""
-    return [s for s in tree.spans if tree.parent(s) is None]
-
-
 def links(span: dict[str, Any]) -> set[tuple[str, str]]:
     return {
         (ref["traceID"], ref["spanID"])
@@ -336,8 +331,8 @@ def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store
             assert create["spanID"] == produced[mid][1]
             assert tags(create)["span.kind"] == "producer"
             assert tags(create)["messaging.operation.type"] == "create"
-        posted = wait_trace(jaeger_server, ids.trace_hex(batch), lambda t: bool(roots(t)))
-        assert tags(roots(posted)[0])["messaging.zaqar.batch.message_ids"] is not None
+        posted = wait_trace(jaeger_server, ids.trace_hex(batch), lambda t: bool(t.roots()))
+        assert tags(posted.roots()[0])["messaging.zaqar.batch.message_ids"] is not None
 
         with zs.profiled() as claim_base:
             answer = requests.post(
@@ -351,9 +346,9 @@ def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store
         assert sorted(msg["id"] for msg in claimed) == sorted([a, b1, b2, c])
         assert all(set(msg) <= API_FIELDS for msg in claimed), claimed
         claim = wait_trace(
-            jaeger_server, ids.trace_hex(claim_base), lambda t: any(links(r) for r in roots(t))
+            jaeger_server, ids.trace_hex(claim_base), lambda t: any(links(r) for r in t.roots())
         )
-        [root] = roots(claim)
+        [root] = claim.roots()
         expected = {produced[mid] for mid in (a, b1, b2)}
         assert links(root) == expected
         root_tags = tags(root)
@@ -368,8 +363,8 @@ def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store
         with zs.profiled() as get_base:
             answer = api_get_signed(server.url, f"/v2/queues/{queue}/messages/{a}")
         assert answer.status_code == 200 and set(answer.json()) <= API_FIELDS
-        got = wait_trace(jaeger_server, ids.trace_hex(get_base), lambda t: bool(roots(t)))
-        [root] = roots(got)
+        got = wait_trace(jaeger_server, ids.trace_hex(get_base), lambda t: bool(t.roots()))
+        [root] = got.roots()
         assert links(root) == {produced[a]}
         assert tags(root)["messaging.message.id"] == a
         assert isinstance(tags(root)["messaging.zaqar.message.age"], int)
@@ -377,8 +372,8 @@ def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store
             answer = api_get_signed(server.url, f"/v2/queues/{queue}/messages?ids={b2},{c}")
         assert answer.status_code == 200
         assert all(set(msg) <= API_FIELDS for msg in answer.json()["messages"])
-        many = wait_trace(jaeger_server, ids.trace_hex(many_base), lambda t: bool(roots(t)))
-        assert links(roots(many)[0]) == {produced[b2]}
+        many = wait_trace(jaeger_server, ids.trace_hex(many_base), lambda t: bool(t.roots()))
+        assert links(many.roots()[0]) == {produced[b2]}
     finally:
         server.stop()
 
@@ -422,6 +417,6 @@ def test_no_message_body_in_any_exported_span(zaqar, subscriber, jaeger_server):
     traces = [produced["trace_id"], *(ids.trace_hex(b) for b in bases)]
     wait_trace(jaeger_server, traces[0], lambda t: len({s["processID"] for s in t.spans}) >= 3)
     for trace_hex in traces:
-        wait_trace(jaeger_server, trace_hex, lambda t: bool(roots(t)))
+        wait_trace(jaeger_server, trace_hex, lambda t: bool(t.roots()))
     found = {t: m.hits(jaeger_server.get_trace(t), marker) for t in traces}
     assert found == {t: [] for t in traces}

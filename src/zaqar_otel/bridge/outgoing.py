@@ -7,6 +7,12 @@
   requests the call goes through untouched (one context lookup). The URL is
   recorded by ``attributes.redact_url`` (no credentials, no query values).
   ``[profiler] trace_outgoing_requests`` switches this off for plain calls.
+  No second span where one exists: under a CLIENT span (an OSProfiler
+  ``requests`` element, e.g. a profiled zaqarclient call) or when OSProfiler's own
+  requests adapter (``trace_requests``) traces the call, only ``traceparent`` is
+  added (OSProfiler's ``get_trace_id_headers`` gets it too, so every request that
+  carries ``X-Trace-*`` also carries ``traceparent``). Suppressed instrumentation
+  (OpenTelemetry exporters sending spans) is respected.
 * ``purpose(Purpose(...))``: an integration says what the calls made inside a
   block are for (span name, attributes, resend count), e.g. Zaqar's webhook
   notifications. Such calls go to third parties: OSProfiler's ``X-Trace-*``
@@ -30,6 +36,10 @@ from urllib import parse
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import (
+    is_http_instrumentation_enabled,
+    suppress_http_instrumentation,
+)
 from opentelemetry.semconv.attributes import (
     error_attributes,
     http_attributes,
@@ -109,15 +119,49 @@ def client_attributes(method: str, url: str) -> dict[str, AttributeValue]:
 def _traced_send(original: F) -> F:
     @functools.wraps(original)
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        if not in_profiled_request():
+        if not in_profiled_request() or not is_http_instrumentation_enabled():
             return original(self, request, **kwargs)
         what = _PURPOSE.get()
         if what is None and not options.flag("trace_outgoing_requests", True):
+            return original(self, request, **kwargs)
+        if what is None and (_in_client_span() or _osprofiler_traces_it()):
+            if "traceparent" not in request.headers:
+                inject(request.headers)  # the call's own span is current, or soon will be
             return original(self, request, **kwargs)
         return _send_in_span(original, self, request, kwargs, what)
 
     send.__zaqar_otel__ = True  # type: ignore[attr-defined]
     return send  # type: ignore[return-value]
+
+
+def _in_client_span() -> bool:
+    """A CLIENT span is current: it stands for this call already."""
+    return getattr(trace.get_current_span(), "kind", None) is SpanKind.CLIENT
+
+
+def _osprofiler_traces_it() -> bool:
+    """OSProfiler's requests adapter (``trace_requests``) makes its own span for the call."""
+    try:
+        from osprofiler import profiler
+        from osprofiler import requests as osprofiler_requests
+        from requests.adapters import HTTPAdapter
+    except ImportError:
+        return False
+    return HTTPAdapter.send is osprofiler_requests.send and profiler.get() is not None
+
+
+def _with_traceparent(original: F) -> F:
+    """OSProfiler's ``get_trace_id_headers``, plus ``traceparent`` in profiled requests."""
+
+    @functools.wraps(original)
+    def get_trace_id_headers() -> dict[str, str]:
+        headers: dict[str, str] = original()
+        if headers and in_profiled_request() and is_http_instrumentation_enabled():
+            inject(headers)
+        return headers
+
+    get_trace_id_headers.__zaqar_otel__ = True  # type: ignore[attr-defined]
+    return get_trace_id_headers  # type: ignore[return-value]
 
 
 def _send_in_span(
@@ -143,7 +187,8 @@ def _send_in_span(
     inject(request.headers, context)
     token = context_api.attach(context)
     try:
-        response = original(session, request, **kwargs)
+        with suppress_http_instrumentation():  # one span per call, not one per layer
+            response = original(session, request, **kwargs)
     except BaseException as error:
         # the type only: requests' messages repeat the URL, query string included
         etype = type(error).__qualname__
@@ -176,6 +221,12 @@ def instrument_requests() -> bool:
         current = requests.Session.send
         if not getattr(current, "__zaqar_otel__", False):
             requests.Session.send = _traced_send(current)  # type: ignore[method-assign]
+        try:
+            from osprofiler import web
+        except ImportError:
+            return True
+        if not getattr(web.get_trace_id_headers, "__zaqar_otel__", False):
+            web.get_trace_id_headers = _with_traceparent(web.get_trace_id_headers)
     return True
 
 
@@ -189,6 +240,10 @@ def uninstrument_requests() -> None:
         current = requests.Session.send
         if getattr(current, "__zaqar_otel__", False):
             requests.Session.send = current.__wrapped__  # type: ignore[attr-defined,method-assign]
+        from osprofiler import web
+
+        if getattr(web.get_trace_id_headers, "__zaqar_otel__", False):
+            web.get_trace_id_headers = web.get_trace_id_headers.__wrapped__  # type: ignore[attr-defined]
 
 
 # -- thread pools
