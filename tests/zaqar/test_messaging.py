@@ -382,13 +382,6 @@ def api_get_signed(url: str, path: str) -> requests.Response:
     return requests.get(f"{url}{path}", headers=signed_headers(), timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 10: Zaqar's storage controllers are traced with their arguments, so the "
-    "span of MessageController.post has the body in osprofiler.function.kwargs; every other "
-    "span (create, notify, subscriber, claim, list, get) is clean",
-)
 def test_no_message_body_in_any_exported_span(zaqar, subscriber, jaeger_server):
     """Post, webhook, claim, list and gets of a message with a unique marker in its body:
     the marker is in no span of any of those traces (names, attributes, events, links)."""

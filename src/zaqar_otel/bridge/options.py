@@ -3,7 +3,8 @@
 OSProfiler owns ``enabled``, ``hmac_keys``, ``connection_string`` and
 ``trace_sqlalchemy``; Zaqar owns ``trace_wsgi_transport``, ``trace_message_store``
 and ``trace_management_store``. The bridge adds one flag per database backend,
-one for Zaqar's pooling catalog and three for what a traced request sends on
+one for Zaqar's pooling catalog, two that let values out (``trace_db_statements``,
+``trace_message_content``) and three for what a traced request sends on
 (notifications, outgoing HTTP requests, the producer context stored with each
 message). ``register_opts`` registers OSProfiler's options too, so that one call
 prepares any ``ConfigOpts`` for the bridge; ``flag(name)`` reads a flag of the
@@ -50,6 +51,17 @@ BRIDGE_OPTS: list[cfg.Opt] = [
         "arguments hidden). Turning it on may export message bodies and secrets.",
     ),
     cfg.BoolOpt(
+        "trace_message_content",
+        default=False,
+        mutable=True,
+        help="Record what Zaqar's storage functions were called with and returned "
+        "(message bodies, project and client ids), claim ids in URLs and the full "
+        "text of exceptions. Off by default: a span names the function, queue, "
+        "message count and message ids, never a body, argument or claim id. Read at "
+        "the start of each request. For debugging only: turning it on exports "
+        "message content.",
+    ),
+    cfg.BoolOpt(
         "trace_notifications",
         default=True,
         mutable=True,
@@ -57,8 +69,8 @@ BRIDGE_OPTS: list[cfg.Opt] = [
         "messages posted in a profiled request, in that request's trace. Webhooks carry "
         "the W3C traceparent header (never OSProfiler's X-Trace-* headers), so an "
         "OpenTelemetry-instrumented subscriber continues the trace. Subscriber URLs are "
-        "recorded without credentials or query values, email addresses without their "
-        "local part.",
+        "recorded without credentials, query values or token-like path segments, email "
+        "addresses without their local part.",
     ),
     cfg.BoolOpt(
         "trace_outgoing_requests",
@@ -66,7 +78,7 @@ BRIDGE_OPTS: list[cfg.Opt] = [
         mutable=True,
         help="Record a CLIENT span for every HTTP request Zaqar makes with python-requests "
         "inside a profiled request, and send the W3C traceparent header with it. The URL "
-        "is recorded without credentials or query values.",
+        "is recorded without credentials, query values or token-like path segments.",
     ),
     cfg.BoolOpt(
         "link_messages",

@@ -50,9 +50,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from zaqar_otel.bridge import options, provider
-from zaqar_otel.bridge.attributes import AttributeValue, redact_url
+from zaqar_otel.bridge.attributes import AttributeValue
 from zaqar_otel.bridge.gate import in_profiled_request
 from zaqar_otel.bridge.logs import LOG
+from zaqar_otel.bridge.redact import redact_url
 
 OSPROFILER_HEADERS = ("X-Trace-Info", "X-Trace-HMAC")
 TRACER = "zaqar_otel.outgoing"

@@ -29,8 +29,9 @@ from opentelemetry.semconv.attributes import error_attributes, url_attributes
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from zaqar_otel.bridge import options, outgoing, provider
-from zaqar_otel.bridge.attributes import AttributeValue, redact_url
+from zaqar_otel.bridge.attributes import AttributeValue
 from zaqar_otel.bridge.gate import in_profiled_request
+from zaqar_otel.bridge.redact import redact_url
 from zaqar_otel.zaqar import producer
 
 SUBSCRIPTION_ID = "messaging.zaqar.subscription.id"
