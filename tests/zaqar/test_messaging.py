@@ -4,6 +4,7 @@ OpenTelemetry-instrumented webhook subscriber, consumers, all exporting to one J
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +27,6 @@ API_FIELDS = {"id", "href", "ttl", "age", "body", "checksum"}
 
 def wait_trace(jaeger: Any, trace_hex: str, wanted: Any, timeout: float = 30) -> Tree:
     """The trace once ``wanted(tree)`` is true (spans arrive in batches from several processes)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         tree = Tree(jaeger.trace_spans(jaeger.get_trace(trace_hex)))
@@ -37,10 +36,6 @@ def wait_trace(jaeger: Any, trace_hex: str, wanted: Any, timeout: float = 30) ->
             names = sorted(s["operationName"] for s in tree.spans)
             raise TimeoutError(f"trace {trace_hex}: condition not met, spans: {names}")
         time.sleep(0.2)
-
-
-def service(tree: Tree, span: dict[str, Any]) -> str:
-    return str(span.get("_service", ""))
 
 
 def with_services(jaeger: Any, trace_hex: str) -> list[dict[str, Any]]:
@@ -128,7 +123,7 @@ def test_webhook_delivery_continues_the_producers_trace(zaqar, subscriber, jaege
     spans = with_services(jaeger_server, trace_hex)
     tree = Tree(spans)
     [root] = tree.roots()
-    assert (service(tree, root), tags(root)["span.kind"]) == ("zaqar-client", "client")
+    assert (root["_service"], tags(root)["span.kind"]) == ("zaqar-client", "client")
     for span in spans:  # one connected tree under the producer's request
         assert span is root or tree.ancestors(span)[-1] is root, span["operationName"]
     [notify] = tree.named(f"notify {queue}")
@@ -148,6 +143,8 @@ def test_webhook_delivery_continues_the_producers_trace(zaqar, subscriber, jaege
     assert received["spanID"] == delivery["span"]["span_id"]
     [request] = [s for s in spans if s["operationName"] == "POST /v2/queues/{queue_name}/messages"]
     assert request in tree.ancestors(notify)
+    [create] = tree.named(f"create {queue}")  # the post records the id of what it created
+    assert tags(request)["messaging.message.id"] == tags(create)["messaging.message.id"]
     # the subscriber's own WSGI instrumentation records its query string; Zaqar's spans do not
     ours = str([s for s in spans if s["_service"] != "subscriber"])
     assert "s3cret" not in ours and "user:pass" not in ours and "pass@" not in ours
@@ -236,10 +233,6 @@ def redis_fields(redis_url: str, message_id: str) -> dict[bytes, bytes]:
         client.close()
 
 
-def api_get(url: str, path: str) -> requests.Response:
-    return requests.get(f"{url}{path}", headers=m.headers(), timeout=10)
-
-
 class Store:
     """A message store for a Zaqar server, and a way to read a message's stored fields."""
 
@@ -297,85 +290,87 @@ def stored_context(store: Store, message_id: str) -> tuple[str, str] | None:
     return raw[:16].hex(), raw[16:].hex()
 
 
+def post_traced_and_not(url: str, queue: str) -> tuple[dict[str, str], dict[str, str]]:
+    """One profiled post of one message (a), one of two (b1, b2), one unprofiled (c):
+    ({name: message id}, {message id: base id of its post})."""
+    m.create_queue(url, queue)
+    with zs.profiled() as one:
+        [a] = m.post(url, queue, [{"n": 1}])
+    with zs.profiled() as batch:
+        b1, b2 = m.post(url, queue, [{"n": 2}, {"n": 3}])
+    [c] = m.post(url, queue, [{"n": 4}])  # not profiled
+    return {"a": a, "b1": b1, "b2": b2, "c": c}, {a: one, b1: batch, b2: batch}
+
+
+def assert_stored_creation_contexts(
+    store: Store, jaeger: Any, queue: str, msg: dict[str, str], bases: dict[str, str]
+) -> dict[str, tuple[str, str]]:
+    """The context of profiled posts only is stored, and it is each message's create span."""
+    produced = {}
+    for mid, base in bases.items():
+        found = stored_context(store, mid)
+        assert found is not None and found[0] == ids.trace_hex(base)
+        produced[mid] = found
+        tree = wait_trace(
+            jaeger,
+            ids.trace_hex(base),
+            lambda t, mid=mid: any(tags(s).get("messaging.message.id") == mid for s in t.spans),
+        )
+        [create] = [
+            s for s in tree.named(f"create {queue}") if tags(s)["messaging.message.id"] == mid
+        ]
+        assert create["spanID"] == found[1]
+        assert tags(create)["span.kind"] == "producer"
+        assert tags(create)["messaging.operation.type"] == "create"
+    assert stored_context(store, msg["c"]) is None  # nothing extra when not profiled
+    assert set(store.fields(msg["c"])) == set(store.fields(msg["a"])) - {"otel"}
+    return produced
+
+
+def traced_request_root(jaeger: Any, method: str, url: str, **kwargs: Any) -> tuple[Any, Any]:
+    """(the response, the root span of its trace once it has arrived)."""
+    with zs.profiled() as base:
+        answer = requests.request(method, url, headers=signed_headers(), timeout=10, **kwargs)
+    tree = wait_trace(jaeger, ids.trace_hex(base), lambda t: bool(t.roots()))
+    [root] = tree.roots()
+    return answer, root
+
+
 def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store, jaeger_server):
+    queue = zs.fresh_queue_name()
     server = start_server(jaeger_server, store.stores, launcher=store.launcher)
     try:
-        queue = zs.fresh_queue_name()
-        m.create_queue(server.url, queue)
-        with zs.profiled() as one:
-            [a] = m.post(server.url, queue, [{"n": 1}])
-        with zs.profiled() as batch:
-            b1, b2 = m.post(server.url, queue, [{"n": 2}, {"n": 3}])
-        [c] = m.post(server.url, queue, [{"n": 4}])  # not profiled
-
-        # stored: the creation context of profiled posts only, nothing else added
-        produced = {a: stored_context(store, a), b1: stored_context(store, b1)}
-        produced[b2] = stored_context(store, b2)
-        assert produced[a] is not None and produced[a][0] == ids.trace_hex(one)
-        assert produced[b1] is not None and produced[b1][0] == ids.trace_hex(batch)
-        assert produced[b2] is not None and produced[b2][0] == ids.trace_hex(batch)
-        assert stored_context(store, c) is None
-        assert set(store.fields(c)) == set(store.fields(a)) - {"otel"}
-        # ... and each is the PRODUCER span "create <queue>" of its message
-        for base, mid in ((one, a), (batch, b1), (batch, b2)):
-            tree = wait_trace(
-                jaeger_server,
-                ids.trace_hex(base),
-                lambda t, mid=mid: any(
-                    tags(s).get("messaging.message.id") == mid for s in t.named("create")
-                ),
-            )
-            [create] = [
-                s for s in tree.named(f"create {queue}") if tags(s)["messaging.message.id"] == mid
-            ]
-            assert create["spanID"] == produced[mid][1]
-            assert tags(create)["span.kind"] == "producer"
-            assert tags(create)["messaging.operation.type"] == "create"
-        posted = wait_trace(jaeger_server, ids.trace_hex(batch), lambda t: bool(t.roots()))
-        assert tags(posted.roots()[0])["messaging.zaqar.batch.message_ids"] is not None
-
-        with zs.profiled() as claim_base:
-            answer = requests.post(
-                f"{server.url}/v2/queues/{queue}/claims?limit=10",
-                json={"ttl": 60, "grace": 60},
-                headers=signed_headers(),
-                timeout=10,
-            )
-        assert answer.status_code == 201, answer.text
-        claimed = answer.json()["messages"]
-        assert sorted(msg["id"] for msg in claimed) == sorted([a, b1, b2, c])
-        assert all(set(msg) <= API_FIELDS for msg in claimed), claimed
-        claim = wait_trace(
-            jaeger_server, ids.trace_hex(claim_base), lambda t: any(links(r) for r in t.roots())
-        )
-        [root] = claim.roots()
-        expected = {produced[mid] for mid in (a, b1, b2)}
-        assert links(root) == expected
-        root_tags = tags(root)
-        assert root_tags["messaging.operation.type"] == "receive"
-        assert root_tags["messaging.batch.message_count"] == 4
+        msg, bases = post_traced_and_not(server.url, queue)
+        produced = assert_stored_creation_contexts(store, jaeger_server, queue, msg, bases)
+        claims = f"{server.url}/v2/queues/{queue}/claims?limit=10"
+        answer, root = traced_request_root(jaeger_server, "POST", claims, json={"ttl": 60})
     finally:
         server.stop()
+    assert answer.status_code == 201, answer.text
+    claimed = answer.json()["messages"]
+    assert sorted(m["id"] for m in claimed) == sorted(msg.values())
+    assert all(set(m) <= API_FIELDS for m in claimed), claimed  # no extra field out
+    assert links(root) == set(produced.values())  # one link per profiled post's message
+    assert tags(root)["messaging.operation.type"] == "receive"
+    assert tags(root)["messaging.batch.message_count"] == 4
 
     # a new Zaqar process: the links come from the store, not from memory
     server = start_server(jaeger_server, store.stores, launcher=store.launcher)
     try:
-        with zs.profiled() as get_base:
-            answer = api_get_signed(server.url, f"/v2/queues/{queue}/messages/{a}")
-        assert answer.status_code == 200 and set(answer.json()) <= API_FIELDS
-        got = wait_trace(jaeger_server, ids.trace_hex(get_base), lambda t: bool(t.roots()))
-        [root] = got.roots()
-        assert links(root) == {produced[a]}
-        assert tags(root)["messaging.message.id"] == a
-        assert isinstance(tags(root)["messaging.zaqar.message.age"], int)
-        with zs.profiled() as many_base:
-            answer = api_get_signed(server.url, f"/v2/queues/{queue}/messages?ids={b2},{c}")
-        assert answer.status_code == 200
-        assert all(set(msg) <= API_FIELDS for msg in answer.json()["messages"])
-        many = wait_trace(jaeger_server, ids.trace_hex(many_base), lambda t: bool(t.roots()))
-        assert links(many.roots()[0]) == {produced[b2]}
+        messages = f"{server.url}/v2/queues/{queue}/messages"
+        one, root = traced_request_root(jaeger_server, "GET", f"{messages}/{msg['a']}")
+        many, many_root = traced_request_root(
+            jaeger_server, "GET", f"{messages}?ids={msg['b2']},{msg['c']}"
+        )
     finally:
         server.stop()
+    assert one.status_code == 200 and set(one.json()) <= API_FIELDS
+    assert links(root) == {produced[msg["a"]]}
+    assert tags(root)["messaging.message.id"] == msg["a"]
+    assert isinstance(tags(root)["messaging.zaqar.message.age"], int)
+    assert many.status_code == 200
+    assert all(set(m) <= API_FIELDS for m in many.json()["messages"])
+    assert links(many_root) == {produced[msg["b2"]]}
 
 
 def api_get_signed(url: str, path: str) -> requests.Response:
