@@ -65,7 +65,16 @@ class OTelDriver(base.Driver):
             connection_str, project=project, service=service, host=host, conf=conf, **kwargs
         )
         # Heavy imports only when the driver is really used.
-        from zaqar_otel.bridge import backends, export, logs, outgoing, provider, spans
+        from zaqar_otel.bridge import (
+            backends,
+            export,
+            flask_routes,
+            keystoneauth,
+            logs,
+            outgoing,
+            provider,
+            spans,
+        )
         from zaqar_otel.zaqar import outcomes
 
         self.conf = conf
@@ -123,7 +132,9 @@ class OTelDriver(base.Driver):
             span_attributes=on_spans,
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
-        # requests made inside profiled requests: CLIENT spans and traceparent
+        keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
+        flask_routes.install()  # Flask services (Keystone): route names, status codes
+        # other requests made inside profiled requests: CLIENT spans and traceparent
         outgoing.instrument_requests()
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
