@@ -8,6 +8,8 @@
   generator returns the ids a thread hinted just before the call, so OTel ids
   equal those derived from OSProfiler's (see ``zaqar_otel.bridge.ids``).
 * ``flush_on_sigterm``: queued spans are flushed before SIGTERM ends the process.
+* ``tracer(name)``: a tracer of the provider ``use_or_build`` chose, for spans the
+  bridge starts itself (outgoing calls, messages), not from OSProfiler events.
 """
 
 from __future__ import annotations
@@ -107,6 +109,24 @@ def sdk_provider() -> TracerProvider | None:
     return current if isinstance(current, TracerProvider) else None
 
 
+_chosen: TracerProvider | None = None
+_tracers: dict[tuple[TracerProvider, str], trace.Tracer] = {}
+
+
+def tracer(name: str) -> trace.Tracer:
+    """A tracer of the provider the bridge records into (the global one before that)."""
+    from zaqar_otel import __version__
+
+    chosen = _chosen
+    if chosen is None:
+        return trace.get_tracer(name, __version__)
+    key = (chosen, name)
+    found = _tracers.get(key)
+    if found is None:
+        found = _tracers[key] = chosen.get_tracer(name, __version__)
+    return found
+
+
 def use_or_build(
     service: str, processor: Callable[[], SpanProcessor | None], host: str | None = None
 ) -> tuple[TracerProvider, HintedIdGenerator, bool]:
@@ -132,6 +152,8 @@ def use_or_build(
         # on (the bridge's among them) take hints; others keep working as before.
         generator = HintedIdGenerator(generator)
         provider.id_generator = generator  # type: ignore[assignment]
+    global _chosen
+    _chosen = provider
     return provider, generator, built
 
 
