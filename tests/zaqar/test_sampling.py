@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from osprofiler import profiler, web
 
+from tests import messaging as m
 from tests import zaqar_server as zs
 from tests.zaqar import w3c
 from tests.zaqar.test_server import CLIENT_ID, redis_sql_stores
@@ -564,3 +565,59 @@ def test_a_sampled_requests_call_to_keystone_is_not_signed(start, keystone_serve
         if s.kind == "server"
     )
     assert statuses == [201, 401]  # the refused one too: sampled before authentication
+
+
+def test_webhooks_of_sampled_and_continued_requests_carry_traceparent_never_the_key(
+    start, caller, jaeger_server
+):
+    """A message posted by a continued or a sampled request is pushed to an OTel-instrumented
+    subscriber with the W3C traceparent of that trace, never OSProfiler's signed headers."""
+    tracer, caller_service = caller
+    traced = start(
+        sections={"storage": dict(m.NOTIFIER)},
+        trust_traceparent="true",
+        trace_sample_ratio="1.0",
+        trace_rate_limit="1000",
+    )
+    subscriber = m.Subscriber(jaeger_server)
+    try:
+        queue = zs.fresh_queue_name()
+        m.create_queue(traced.url, queue)
+        m.subscribe(traced.url, queue, subscriber.url(f"/hook/{queue}"))
+        url = f"{traced.url}/v2/queues/{queue}/messages"
+        with tracer.start_as_current_span("post", kind=SpanKind.CLIENT) as span:
+            headers = {**m.headers(), "tracestate": "caller=1"}
+            TraceContextTextMapPropagator().inject(headers)
+            body = {"messages": [{"ttl": 300, "body": "continued"}]}
+            assert requests.post(url, json=body, headers=headers, timeout=10).status_code == 201
+            continued = format(span.get_span_context().trace_id, "032x")
+        body = {"messages": [{"ttl": 300, "body": "sampled"}]}
+        assert requests.post(url, json=body, headers=m.headers(), timeout=10).status_code == 201
+        deliveries = subscriber.wait_for(lambda d: d["path"] == f"/hook/{queue}", count=2)
+    finally:
+        subscriber.stop()
+    sent = {
+        json.loads(d["body"])["body"]: {k.lower(): v for k, v in d["headers"].items()}
+        for d in deliveries
+    }
+    for headers in sent.values():
+        assert not {"x-trace-info", "x-trace-hmac"} & set(headers)
+        assert all(zs.HMAC_KEY not in value for value in headers.values())
+    assert sent["continued"]["traceparent"].split("-")[1] == continued
+    assert sent["continued"]["tracestate"] == "caller=1"
+    sampled = sent["sampled"]["traceparent"].split("-")[1]
+    for trace_hex, origin, services in (
+        (continued, "traceparent", {caller_service, traced.service, "subscriber"}),
+        (sampled, "sampled", {traced.service, "subscriber"}),
+    ):
+        deadline = time.monotonic() + 30
+        while True:  # until every service's spans are in, Zaqar's request span too
+            spans = traced.query_trace(trace_hex)
+            requests_ = [s for s in spans if s.service == traced.service and s.kind == "server"]
+            if {s.service for s in spans} == services and requests_:
+                break
+            assert time.monotonic() < deadline, sorted((s.service, s.name) for s in spans)
+            time.sleep(0.2)
+        [request] = requests_
+        assert request.attributes[ORIGIN] == origin
+        assert request.name == "POST /v2/queues/{queue_name}/messages"
