@@ -210,7 +210,7 @@ class Admission:
         if policy.trust_traceparent and traceparent:
             fields = tracecontext.parse_traceparent(traceparent)
             if fields is not None and tracecontext.is_sampled(fields[2]):
-                return self._admit_parent(fields, tracestate, policy)
+                return self._admit("traceparent", policy, lambda: _continued(fields, tracestate))
             if fields is not None and policy.parent_based:
                 return None  # the trusted caller decided: not sampled
         if policy.ratio <= 0.0:
@@ -218,24 +218,20 @@ class Admission:
         trace_id = random.getrandbits(128) or 1
         if trace_id & _MASK64 >= policy.bound:
             return None
-        return self._admit(Decision(ids.base_id_for(trace_id), None, None, "sampled"), policy)
+        return self._admit("sampled", policy, lambda: _new_trace(trace_id))
 
-    def _admit_parent(
-        self, fields: tuple[int, int, int], tracestate: str | None, policy: Policy
+    def _admit(
+        self, reason: str, policy: Policy, decision: Callable[[], Decision]
     ) -> Decision | None:
-        trace_id, span_id, _ = fields
-        parent = tracecontext.span_context(fields, tracestate)
-        element = ids.parent_element_for(trace_id, span_id)
-        return self._admit(
-            Decision(ids.base_id_for(trace_id), element, parent, "traceparent"), policy
-        )
-
-    def _admit(self, decision: Decision, policy: Policy) -> Decision | None:
+        """``decision()`` if the rate limit allows one more trace (built only then)."""
         with self._lock:
-            if self._bucket.take():
-                self.started[decision.reason] += 1
-                return decision
-            self.rate_limited += 1
+            admitted = self._bucket.take()
+            if admitted:
+                self.started[reason] += 1
+            else:
+                self.rate_limited += 1
+        if admitted:
+            return decision()
         log_once.warning(
             "rate-limited",
             "zaqar-otel: [profiler] trace_rate_limit (%s traces/s) reached: sampled and "
@@ -250,6 +246,18 @@ class Admission:
             "started_traceparent": self.started["traceparent"],
             "rate_limited": self.rate_limited,
         }
+
+
+def _continued(fields: tuple[int, int, int], tracestate: str | None) -> Decision:
+    """Continue the trusted caller's trace (``parse_traceparent``'s fields)."""
+    trace_id, span_id, _ = fields
+    parent = tracecontext.span_context(fields, tracestate)
+    element = ids.parent_element_for(trace_id, span_id)
+    return Decision(ids.base_id_for(trace_id), element, parent, "traceparent")
+
+
+def _new_trace(trace_id: int) -> Decision:
+    return Decision(ids.base_id_for(trace_id), None, None, "sampled")
 
 
 ADMISSION = Admission()

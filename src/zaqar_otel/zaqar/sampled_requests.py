@@ -14,12 +14,12 @@ Zaqar's request tracer (OSProfiler's ``WsgiMiddleware``, put outermost by
 * everything else goes to the tracer untouched (it passes unsigned requests through).
 
 The profiler of a chosen request has no HMAC key: what Zaqar calls while serving it
-carries a W3C ``traceparent`` (keystoneauth, outgoing HTTP requests), never
+carries a W3C ``traceparent`` (keystoneauth, python-requests calls, webhooks), never
 ``X-Trace-Info``/``X-Trace-HMAC``: an unsigned caller cannot make Zaqar sign for it.
 
 ``configure(conf)`` applies the ``[profiler]`` options at start and on every reload
-(``conf.mutate_config_files()``, SIGHUP); ``profiled(decision)`` is the profiler of one
-chosen request, for the websocket transport too.
+(``conf.mutate_config_files()``, SIGHUP). ``trace_info``, ``attach_caller`` and
+``mark_origin`` serve the websocket transport too; ``profiled(decision)`` combines them.
 """
 
 from __future__ import annotations
