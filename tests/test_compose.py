@@ -325,7 +325,7 @@ def test_zaqar_conf_serves_and_traces_the_loadgen_workload(
     conf = zaqar_conf()
     stores = {s: dict(conf[s]) for s in conf.sections() if s.startswith("drivers")}
     del stores["drivers:transport:wsgi"]  # the test harness picks a free port
-    stores["drivers:message_store:redis"]["uri"] = redis_server.url.rsplit("/", 1)[0]
+    stores["drivers:message_store:redis"]["uri"] = redis_server.url
     stores["drivers:management_store:mongodb"]["uri"] = ferretdb_server.url
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint}
     server = zs.ZaqarServer(stores, dict(conf["profiler"]), env, launcher="ferretdb").start()
@@ -335,7 +335,7 @@ def test_zaqar_conf_serves_and_traces_the_loadgen_workload(
         args = ["--zaqar", server.url, "--jaeger", jaeger_server.query_url]
         code = demo.main([*args, "--key", option(loadgen, "--key")], out=out)
     finally:
-        server.stop()
+        server.close()
     output = out.getvalue()
     assert code == 0, output
     assert output.count(" spans)\n") == 5

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.lookup.test_jaeger import Element, client_server_trace
-from tests.servers import JaegerServer, free_port
+from tests.servers import JaegerServer
 from zaqar_otel.bridge import ids
+from zaqar_otel.demo.process import pick_port
 from zaqar_otel.lookup import cli
 from zaqar_otel.lookup.jaeger import JaegerQuery
 
@@ -175,7 +176,7 @@ def test_osprofiler_trace_show_errors(jaeger_server):
     assert missing.stdout.strip() == (
         f"Trace with UUID {unknown} not found. Please check the HMAC key used in the command."
     )
-    down = f"otel://?query=http://127.0.0.1:{free_port()}"
+    down = f"otel://?query=http://127.0.0.1:{pick_port()}"
     refused = run("zaqar-otel", "osprofiler", "trace", "show", unknown, "--connection-string",
                   down, "--json")  # fmt: skip
     assert refused.returncode == 1

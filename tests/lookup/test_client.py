@@ -18,10 +18,10 @@ from osprofiler import _utils, notifier, profiler
 from tests import tracing
 from tests import zaqar_server as zs
 from tests.lookup.test_jaeger import Element, export_elements
-from tests.servers import free_port
 from zaqar_otel.bridge import ids
 from zaqar_otel.bridge.provider import use_or_build
 from zaqar_otel.bridge.spans import SpanBridge
+from zaqar_otel.demo.process import pick_port
 from zaqar_otel.lookup import client
 from zaqar_otel.lookup.jaeger import JaegerQuery
 
@@ -197,10 +197,10 @@ def zaqar(jaeger_server, redis_server, tmp_path_factory) -> Iterator[zs.ZaqarSer
     from tests.zaqar.test_server import redis_sql_stores, start_server
 
     url = f"sqlite:///{tmp_path_factory.mktemp('client') / 'zaqar.db'}"
-    zs.create_sql_tables(url)
+    zs.create_management_tables(url)
     server = start_server(jaeger_server, redis_sql_stores(redis_server.url, url))
     yield server
-    server.stop()
+    server.close()
 
 
 def zaqar_otel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -291,7 +291,7 @@ def test_without_a_jaeger_url_the_call_says_what_was_not_checked(zaqar, jaeger_s
 @pytest.mark.servers
 @pytest.mark.zaqar
 def test_jaeger_down_after_a_good_call_is_exit_3(zaqar, jaeger_server):
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{pick_port()}"
     args = [*call_args(zaqar, jaeger_server), "--jaeger", down]
     result = zaqar_otel(*args, "queue-create", zs.fresh_queue_name())
     assert result.returncode == 3
@@ -302,7 +302,7 @@ def test_jaeger_down_after_a_good_call_is_exit_3(zaqar, jaeger_server):
 
 
 def test_call_errors_bad_usage_and_zaqar_down():
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{pick_port()}"
     base = ["call", "--url", down, "--connection-string", "otel://127.0.0.1:1", "--no-check"]
     no_key = zaqar_otel(*base, "list", "q")
     assert no_key.returncode == 2

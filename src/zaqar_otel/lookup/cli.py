@@ -118,13 +118,9 @@ def _body(text: str) -> Any:
 
 def _zaqar_call(args: argparse.Namespace) -> str:
     """Run the operation with python-zaqarclient; a one-line summary of the result."""
-    from zaqarclient.queues.v2 import client as zclient
+    from zaqar_otel.lookup.client import zaqar_client
 
-    cli = zclient.Client(
-        args.url,
-        version=2,
-        conf={"auth_opts": {"backend": "noauth", "options": {"os_project_id": args.project}}},
-    )
+    cli = zaqar_client(args.url, args.project)
     op = args.operation
     if op == "queue-create":
         cli.queue(args.queue, force_create=True)
