@@ -39,7 +39,7 @@ def unit(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     install(session, "ruff")
-    paths = [p for p in ("src", "tests", "bench", "noxfile.py") if Path(p).exists()]
+    paths = [p for p in ("src", "tests", "bench", "docs", "noxfile.py") if Path(p).exists()]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 

@@ -83,11 +83,25 @@ def assert_five_trees(output: str) -> None:
     assert re.search(r"[├└]─ redis_message_controller MessageController\.post ", everything)
 
 
+def assert_the_docs_trees_are_still_these(output: str) -> None:
+    """The trees in README.md and docs/how-it-works.md hold what this run printed (spans,
+    nesting, services, kinds, errors; not the timings)."""
+    from tests.test_docs import load
+
+    gen = load("generate_demo_trees")
+    for path, fresh in gen.blocks(output).items():
+        assert gen.shape(gen.between(path)) == gen.shape(fresh), (
+            f"{path.name}: the demo prints other trees now; save its output and run "
+            "python docs/generate_demo_trees.py --from OUTPUT (or without --from)"
+        )
+
+
 @pytest.mark.servers
 @pytest.mark.zaqar
 def test_demo_prints_five_trees_from_jaeger_and_stops_everything() -> None:
     output = run_demo()
     assert_five_trees(output)
+    assert_the_docs_trees_are_still_these(output)
     [query] = re.findall(r"Jaeger: query API (http://127\.0\.0\.1:\d+)", output)
     urls = re.findall(r"^    (http://\S+/api/traces/[0-9a-f]{32})$", output, re.M)
     assert len(urls) == 5 and all(url.startswith(query) for url in urls)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -25,6 +26,7 @@ from zaqar_otel.demo.process import pick_port
 from zaqar_otel.lookup import client
 from zaqar_otel.lookup.jaeger import JaegerQuery
 
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KEY = "client-test-key"
 
@@ -255,12 +257,31 @@ def test_a_profiled_call_is_one_trace_client_span_root_server_tree_below(zaqar, 
         assert seen is root
     assert any(s.attributes.get("db.system") == "redis" for s in spans)
 
+    shown = zaqar_otel("trace", "show", base, "--wait", "10", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert_the_docs_example_starts_as(shown.stdout)
+
     listed = zaqar_otel(*call_args(zaqar, jaeger_server), "--json", "list", queue, env=env)
     document = json.loads(listed.stdout)
     assert document["server_traced"] is True and document["trace_id"] == ids.trace_hex(
         document["base_id"]
     )
     assert document["result"].splitlines()[1:] == ['{"n": 1}', '"text"']
+
+
+def assert_the_docs_example_starts_as(output: str) -> None:
+    """docs/client-and-cli.md shows the first rows of ``zaqar-otel trace show`` for a post:
+    the same spans, services and kinds as this real one (timings and ids aside)."""
+    from tests.test_docs import load
+
+    gen = load("generate_demo_trees")
+    doc = (ROOT / "docs" / "client-and-cli.md").read_text()
+    example = doc.split("<!-- BEGIN cli-tree", 1)[1].split("<!-- END cli-tree -->", 1)[0]
+    shown = gen.shape(output)
+    documented = gen.shape(example)
+    assert documented and shown[: len(documented)] == documented, output
+    [services] = re.findall(r"spans, services: (.+)", example)
+    assert f"spans, services: {services}" in output, output
 
 
 @pytest.mark.servers

@@ -310,7 +310,7 @@ def against_running(args: argparse.Namespace, out: TextIO) -> int:
     if found < len(calls):
         say(
             f"{len(calls) - found} trace(s) did not reach {args.jaeger}: is the [profiler] "
-            "hmac_keys the same as --key, and is the collector up? (README: Troubleshooting)",
+            "hmac_keys the same as --key, and is the collector up? (docs/troubleshooting.md)",
             out,
         )
         return 1
