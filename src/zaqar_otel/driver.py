@@ -280,7 +280,7 @@ def status() -> dict[str, int]:
 
     ``exported``/``export_failed`` count spans handed to the exporter,
     ``dropped_queue_full`` spans the batch queue had no room for (when the
-    bridge built the provider), ``open_spans`` spans started and not stopped.
+    bridge built the provider), ``open_spans`` spans started and not ended yet.
     The same counters are OTel metrics ``zaqar_otel.spans.*`` (observable
     counters/gauges) on the global MeterProvider, if one is set.
     """

@@ -10,7 +10,7 @@ from osprofiler import profiler
 from osprofiler import sqlalchemy as osprofiler_sqlalchemy
 
 from tests import tracing
-from zaqar_otel.bridge import ids
+from zaqar_otel.bridge import backends, ids
 
 pytestmark = pytest.mark.servers
 
@@ -100,6 +100,58 @@ def test_mongodb_outside_a_profiled_request_exports_nothing(ferretdb_server):
     client["zaqar_otel_test"]["c"].find_one({})
     assert tracing.finished() == []
     client.close()
+
+
+def _distro_instrumented_pymongo_first():
+    """The state opentelemetry-instrument leaves: pymongo's one listener, ungated, on."""
+    from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+
+    backends.reset()
+    instrumentor = PymongoInstrumentor()
+    instrumentor.instrument(tracer_provider=tracing.global_provider())
+    listener = instrumentor._commandtracer_instance
+    listener._tracer = tracing.global_provider().get_tracer("opentelemetry.instrumentation.pymongo")
+    listener.capture_statement = None
+    return listener
+
+
+def test_mongodb_is_gated_even_if_the_distro_instrumented_pymongo_first(ferretdb_server):
+    listener = _distro_instrumented_pymongo_first()
+    tracing.init_bridge(trace_mongodb=True)
+    assert _pymongo_listener() is listener  # the same, one per process
+    client = pymongo.MongoClient(ferretdb_server.url, serverSelectionTimeoutMS=5000)
+    client["zaqar_otel_test"]["c"].find_one({})
+    assert tracing.finished() == []  # unprofiled: nothing
+    controller, spans = _profiled(lambda: client["zaqar_otel_test"]["c"].find_one({}))
+    [find] = [s for s in spans if s in _db_spans("mongodb")]
+    assert find.parent.span_id == controller.context.span_id
+    client.close()
+
+
+def test_trace_db_statements_reaches_mongodb_at_run_time(ferretdb_server):
+    _distro_instrumented_pymongo_first()
+    driver = tracing.init_bridge(trace_mongodb=True, trace_db_statements=False)
+    client = pymongo.MongoClient(ferretdb_server.url, serverSelectionTimeoutMS=5000)
+    collection = client["zaqar_otel_test"]["c"]
+
+    def statement():
+        tracing.EXPORTER.clear()
+        _profiled(lambda: collection.find_one({"queue": "secret-queue"}))
+        [find] = _db_spans("mongodb")
+        return find.attributes.get("db.statement") or find.attributes.get("db.query.text")
+
+    assert statement() == "find"
+    driver.conf.set_override("trace_db_statements", True, "profiler")
+    assert "secret-queue" in statement()
+    driver.conf.set_override("trace_db_statements", False, "profiler")
+    assert statement() == "find"
+    client.close()
+
+
+def _pymongo_listener():
+    from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+
+    return PymongoInstrumentor()._commandtracer_instance
 
 
 # SQLAlchemy: SQLite and PostgreSQL

@@ -12,7 +12,15 @@ The flags are authoritative: a true flag instruments the backend with the
 bridge's gated provider (DB spans only inside profiled requests), a false flag
 uninstruments it even if something else (``opentelemetry-instrument``)
 instrumented it. Instrumentation applies to clients created afterwards
-(pymongo ``MongoClient``, SQLAlchemy engines); Redis is patched at class level.
+(SQLAlchemy engines); Redis is patched at class level.
+
+pymongo is different: its instrumentor builds one command listener per process
+(registered with pymongo, which has no way to unregister it), with the provider
+and ``capture_statement`` of the *first* ``instrument()``; later calls only
+switch it on and off. Whoever instrumented first (``opentelemetry-instrument``
+does, before Zaqar starts), the bridge points that listener at the gated
+provider and makes its ``capture_statement`` follow ``trace_db_statements``
+live; it then serves every ``MongoClient``, created before or after.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from zaqar_otel.bridge.gate import GatedTracerProvider
+from zaqar_otel.bridge.gate import GatedTracer, GatedTracerProvider, in_profiled_request
 from zaqar_otel.bridge.logs import LOG, log_once
 
 
@@ -123,8 +131,6 @@ def _switch(name: str, backend: Backend, wanted: bool, gated: GatedTracerProvide
             _active.discard(name)
         if wanted and not instrumentor.is_instrumented_by_opentelemetry:
             kwargs = dict(backend.kwargs)
-            if name == "mongodb" and gated.full_statements():
-                kwargs["capture_statement"] = True
             if name == "sqlalchemy":
                 # traces only: the pool-usage metric costs ~12 us per statement,
                 # traced or not (a micro-benchmark on SQLite: +38.6 us -> +26.5 us)
@@ -132,10 +138,51 @@ def _switch(name: str, backend: Backend, wanted: bool, gated: GatedTracerProvide
 
                 kwargs["meter_provider"] = NoOpMeterProvider()
             instrumentor.instrument(tracer_provider=gated, **kwargs)
+            if name == "mongodb" and not own_pymongo_listener(instrumentor, gated):
+                instrumentor.uninstrument()  # not gated: no MongoDB spans rather than leaks
+                return False
             _active.add(name)
     except Exception:
         LOG.warning("zaqar-otel: could not switch %s tracing", name, exc_info=True)
     return name in _active
+
+
+class LiveFlag:
+    """True when ``read()`` is, read each time it is tested (inside profiled requests only)."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[], bool]) -> None:
+        self.read = read
+
+    def __bool__(self) -> bool:
+        return in_profiled_request() and bool(self.read())
+
+
+def own_pymongo_listener(instrumentor: Any, gated: GatedTracerProvider) -> bool:
+    """Point pymongo's one command listener at ``gated`` and live ``trace_db_statements``.
+
+    False (and a warning) if this version of the instrumentation has no such listener.
+    """
+    listener = getattr(instrumentor, "_commandtracer_instance", None)
+    tracer = getattr(listener, "_tracer", None)
+    if listener is None or tracer is None or not hasattr(listener, "capture_statement"):
+        log_once.warning(
+            "pymongo-listener",
+            "zaqar-otel: unknown opentelemetry-instrumentation-pymongo version (no command "
+            "listener found): MongoDB is not traced",
+        )
+        return False
+    if isinstance(tracer, GatedTracer):
+        tracer = tracer._inner
+    scope = getattr(tracer, "_instrumentation_scope", None)
+    listener._tracer = gated.get_tracer(
+        getattr(scope, "name", "opentelemetry.instrumentation.pymongo"),
+        getattr(scope, "version", None),
+        getattr(scope, "schema_url", None),
+    )
+    listener.capture_statement = LiveFlag(gated.full_statements)
+    return True
 
 
 def reset() -> None:

@@ -5,12 +5,24 @@ pairs are matched by id in a table, never by a stack, so threads cannot end
 each other's spans. While a span is open its context is attached in the thread
 that opened it (OSProfiler notifies synchronously in the traced thread), so
 spans of the DB instrumentations started meanwhile are its children; the
-context also carries the ``PROFILED`` mark the DB gate looks for.
+context also carries the ``PROFILED`` mark the DB gate looks for, and the
+bridge itself (``current_bridge()``).
+
+Work a call leaves to be done later (a generator or a database cursor it
+returns, consumed by its caller after the ``-stop``) can stay inside the call's
+span: while the span is open, ``SpanBridge.hold(element_id)`` keeps it open past
+its ``-stop`` and returns a ``HeldSpan``; the deferred work runs inside
+``held.resumed()`` (the span's context is current again, DB spans become its
+children) and the span ends when the last holder ``release()``s it, at the end
+of the latest resumed work. A held span never outlives its parent span: when the
+parent ends, held children still open end with it; and the ``max_open`` bound
+counts held spans too.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +31,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from oslo_utils import reflection
 
 from zaqar_otel.bridge import attributes, ids
 from zaqar_otel.bridge.gate import PROFILED
@@ -29,11 +42,23 @@ DEFAULT_MAX_OPEN = 10_000
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
+BRIDGE = context_api.create_key("zaqar_otel.bridge")
+
+
+def current_bridge(context: context_api.Context | None = None) -> SpanBridge | None:
+    """The bridge whose span is current (None outside bridge spans)."""
+    value = context_api.get_value(BRIDGE, context)
+    return value if isinstance(value, SpanBridge) else None
+
+
 @dataclass
 class _Open:
     span: trace.Span
     token: object
     thread: int
+    context: context_api.Context
+    parent_id: str | None
+    held: HeldSpan | None = None
 
 
 def _never(name: str, info: Mapping[str, Any]) -> bool:
@@ -59,6 +84,8 @@ class SpanBridge:
         self.evicted = 0
         self.malformed = 0
         self._open: OrderedDict[str, _Open] = OrderedDict()
+        # stopped but held spans (also in _open), by element id
+        self._held: dict[str, _Open] = {}
         # Skipped elements -> their own parent, so that their children hang
         # under the nearest exported ancestor instead of a missing span.
         self._skipped: OrderedDict[str, str | None] = OrderedDict()
@@ -96,10 +123,14 @@ class SpanBridge:
         self._last_trace = (base_id, number)
         return number
 
-    def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
-        current = context_api.get_current()
+    def _exported_parent(self, parent_id: str | None) -> str | None:
+        """``parent_id``, or its nearest ancestor that was not skipped."""
         while parent_id is not None and parent_id in self._skipped:
             parent_id = self._skipped[parent_id]
+        return parent_id
+
+    def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
+        current = context_api.get_current()
         if not parent_id or parent_id == base_id:
             return trace.set_span_in_context(trace.INVALID_SPAN, current)
         entry = self._open.get(parent_id)
@@ -130,19 +161,28 @@ class SpanBridge:
         span_name, kind, attrs = attributes.describe_start(name, info, full)
         attrs["osprofiler.id"] = element_id
         attrs["osprofiler.base_id"] = base_id
+        parent_id = self._exported_parent(parent_id)
         parent = self._parent_context(base_id, parent_id)
         with self.hints.hint(self._trace_id(base_id), ids.span_id(element_id)):
             span = self.tracer.start_span(span_name, parent, kind, attrs)
         current = trace.set_span_in_context(span, parent)
-        token = context_api.attach(context_api.set_value(PROFILED, True, current))
+        if context_api.get_value(BRIDGE, current) is not self:  # outermost span: mark once
+            current = context_api.set_value(
+                BRIDGE, self, context_api.set_value(PROFILED, True, current)
+            )
+        token = context_api.attach(current)
         with self._lock:
-            self._open[element_id] = _Open(span, token, threading.get_ident())
+            self._open[element_id] = _Open(span, token, threading.get_ident(), current, parent_id)
             overflow = len(self._open) - self.max_open
             stale = [self._open.popitem(last=False)[1] for _ in range(max(overflow, 0))]
         for entry in stale:
             self._end_unfinished(entry)
 
     def _end_unfinished(self, entry: _Open) -> None:
+        if entry.held is not None:
+            with self._lock:
+                entry.held.ended = True
+                self._held.pop(entry.held.element_id, None)
         self.evicted += 1
         log_once.warning(
             "evicted",
@@ -154,10 +194,17 @@ class SpanBridge:
 
     def _stop(self, payload: Mapping[str, Any]) -> None:
         element_id = str(payload["trace_id"])
+        held = False
         with self._lock:
-            entry = self._open.pop(element_id, None)
+            entry = self._open.get(element_id)
             if entry is None:
                 self._skipped.pop(element_id, None)
+            elif entry.held is not None and not entry.held.ended:
+                entry.held.stopped_at = time.time_ns()  # held: ends when released
+                self._held[element_id] = entry
+                held = True
+            else:
+                del self._open[element_id]
         if entry is None:
             # Skipped start (e.g. an OSProfiler SQL event replaced by the OTel
             # SQLAlchemy span), evicted, or a stop without start: nothing to end.
@@ -169,15 +216,144 @@ class SpanBridge:
                 if stop_attrs:
                     entry.span.set_attributes(stop_attrs)
                 if error is not None:
-                    etype, message = error
-                    entry.span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-                    entry.span.add_event(
-                        "exception", {"exception.type": etype, "exception.message": message}
-                    )
+                    record_error(entry.span, *error)
         finally:
             if entry.thread == threading.get_ident():
                 _detach(entry.token)
-            entry.span.end()
+            if not held:
+                entry.span.end()
+                self._end_held_children(element_id)
+
+    # -- held spans (see the module docstring)
+
+    def hold(self, element_id: str) -> HeldSpan | None:
+        """Keep the open span of ``element_id`` open past its ``-stop``; None if none is open.
+
+        Call it while the span is open (before its ``-stop``); ``release()`` the
+        result when done with it, after ``retain()``ing it for each later user.
+        """
+        with self._lock:
+            entry = self._open.get(element_id)
+            if entry is None or element_id in self._held:
+                return None
+            if entry.held is None or entry.held.ended:
+                entry.held = HeldSpan(self, element_id, entry.span, entry.context)
+            else:
+                entry.held.users += 1
+            return entry.held
+
+    def _release(self, held: HeldSpan) -> None:
+        with self._lock:
+            if held.ended or held.users <= 0:
+                return
+            held.users -= 1
+            if held.users:
+                return
+            entry = self._open.get(held.element_id)
+            if held.stopped_at is None:
+                # released before the -stop: the span ends there as usual
+                if entry is not None and entry.held is held:
+                    entry.held = None
+                return
+            held.ended = True
+            self._held.pop(held.element_id, None)
+            if entry is not None:
+                del self._open[held.element_id]
+        if entry is not None:
+            self._end_held(entry, held)
+
+    def _end_held(self, entry: _Open, held: HeldSpan) -> None:
+        stopped = held.stopped_at or time.time_ns()
+        if held.worked_until > stopped:
+            entry.span.add_event("returned", timestamp=stopped)
+        entry.span.end(max(stopped, held.worked_until))
+        self._end_held_children(held.element_id)
+
+    def _end_held_children(self, parent_id: str) -> None:
+        """A span ended: its held children end too (a held span never outlives its parent)."""
+        if not self._held:
+            return
+        with self._lock:
+            children = [e for e in self._held.values() if e.parent_id == parent_id]
+            for entry in children:
+                assert entry.held is not None
+                entry.held.ended = True
+                del self._held[entry.held.element_id]
+                self._open.pop(entry.held.element_id, None)
+        for entry in children:
+            assert entry.held is not None
+            self._end_held(entry, entry.held)
+
+
+class HeldSpan:
+    """A bridge span kept open after its ``-stop`` (``SpanBridge.hold``), for deferred work.
+
+    ``context`` is the span's context (span, ``PROFILED`` mark, bridge). Thread-safe;
+    ``retain``/``release``/``resumed`` do nothing once the span ended.
+    """
+
+    def __init__(
+        self,
+        bridge: SpanBridge,
+        element_id: str,
+        span: trace.Span,
+        context: context_api.Context,
+    ) -> None:
+        self.bridge = bridge
+        self.element_id = element_id
+        self.span = span
+        self.context = context
+        self.users = 1
+        self.stopped_at: int | None = None
+        self.worked_until = 0
+        self.ended = False
+
+    def retain(self) -> None:
+        """One more user: the span stays open until each has released it."""
+        with self.bridge._lock:
+            if not self.ended:
+                self.users += 1
+
+    def release(self) -> None:
+        """One user is done; the last one (after the ``-stop``) ends the span."""
+        self.bridge._release(self)
+
+    def resumed(self) -> _Resumed:
+        """``with held.resumed(): ...`` runs deferred work inside the span."""
+        return _Resumed(self)
+
+    def failed(self, error: BaseException) -> None:
+        """Deferred work raised ``error``: recorded as an error at ``-stop`` would be."""
+        if self.ended:
+            return
+        info = {"etype": reflection.get_class_name(error), "message": str(error)}
+        stop_attrs, described = attributes.describe_stop(info)
+        if stop_attrs:
+            self.span.set_attributes(stop_attrs)
+        if described is not None:
+            record_error(self.span, *described)
+
+
+class _Resumed:
+    __slots__ = ("held", "token")
+
+    def __init__(self, held: HeldSpan) -> None:
+        self.held = held
+        self.token: object = None
+
+    def __enter__(self) -> None:
+        if not self.held.ended:
+            self.token = context_api.attach(self.held.context)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.token is not None:
+            self.held.worked_until = time.time_ns()
+            _detach(self.token)
+
+
+def record_error(span: trace.Span, etype: str, message: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
+    span.add_event("exception", {"exception.type": etype, "exception.message": message})
 
 
 def _detach(token: object) -> None:

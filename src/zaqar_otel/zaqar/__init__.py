@@ -8,6 +8,7 @@ Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
 * ``fixes``: Zaqar bugs that ``[profiler]`` flags trip over;
 * ``middleware``: route, status and messaging attributes on the request span;
 * ``websocket``: traces the websocket transport;
+* ``lazy``: generators and cursors of the storage layer are consumed inside their call's span;
 * ``server``, ``wsgi``, ``instrumentor``: the three ways to run Zaqar with the bridge.
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from zaqar_otel.zaqar import fixes, middleware, websocket
+from zaqar_otel.zaqar import fixes, lazy, middleware, websocket
 
 _installed = False
 _install_lock = threading.Lock()
@@ -35,4 +35,5 @@ def install() -> None:
         _patch(profile, "setup", fixes.authoritative_setup)
         _patch(wsgi_driver.Driver, "_init_middleware", middleware.add_to_transport)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
+        lazy.install()
         _installed = True
