@@ -286,25 +286,23 @@ class JaegerServer(stack.JaegerServer):
         return trace_id
 
     # -- query API
-    def get_trace(self, trace_id_hex: str) -> dict[str, Any] | None:
+    def get_trace(self, trace_hex: str) -> dict[str, Any] | None:
         """The v1-style JSON of ``/api/traces/{id}`` (``{"data": [trace], ...}``); None if 404."""
-        status, body = http_get(f"{self.query_url}/api/traces/{trace_id_hex}", timeout=5)
+        status, body = http_get(f"{self.query_url}/api/traces/{trace_hex}", timeout=5)
         if status == 404:
             return None
         if status != 200:
-            raise ServerError(f"jaeger /api/traces/{trace_id_hex}: HTTP {status}: {body[:500]!r}")
+            raise ServerError(f"jaeger /api/traces/{trace_hex}: HTTP {status}: {body[:500]!r}")
         result: dict[str, Any] = json.loads(body)
         return result
 
-    def get_trace_v3(self, trace_id_hex: str) -> dict[str, Any] | None:
+    def get_trace_v3(self, trace_hex: str) -> dict[str, Any] | None:
         """OTLP-JSON of ``/api/v3/traces/{id}`` (``{"result": {"resourceSpans": ...}}``)."""
-        status, body = http_get(f"{self.query_url}/api/v3/traces/{trace_id_hex}", timeout=5)
+        status, body = http_get(f"{self.query_url}/api/v3/traces/{trace_hex}", timeout=5)
         if status == 404:
             return None
         if status != 200:
-            raise ServerError(
-                f"jaeger /api/v3/traces/{trace_id_hex}: HTTP {status}: {body[:500]!r}"
-            )
+            raise ServerError(f"jaeger /api/v3/traces/{trace_hex}: HTTP {status}: {body[:500]!r}")
         result: dict[str, Any] = json.loads(body)
         return result
 
@@ -316,20 +314,20 @@ class JaegerServer(stack.JaegerServer):
         return [span for t in trace.get("data") or [] for span in t.get("spans") or []]
 
     def wait_for_trace(
-        self, trace_id_hex: str, min_spans: int = 1, timeout: float = 20.0
+        self, trace_hex: str, min_spans: int = 1, timeout: float = 20.0
     ) -> dict[str, Any]:
         """Poll ``/api/traces/{id}`` until it has ``min_spans`` spans; the v1-style JSON."""
         deadline = time.monotonic() + timeout
         trace: dict[str, Any] | None = None
         while True:
-            trace = self.get_trace(trace_id_hex)
+            trace = self.get_trace(trace_hex)
             count = len(self.trace_spans(trace))
             if count >= min_spans and trace is not None:
                 return trace
             if time.monotonic() > deadline:
                 names = sorted(s.get("operationName", "?") for s in self.trace_spans(trace))
                 raise TimeoutError(
-                    f"jaeger: trace {trace_id_hex} has {count} span(s) after {timeout}s, "
+                    f"jaeger: trace {trace_hex} has {count} span(s) after {timeout}s, "
                     f"wanted {min_spans}: {names}"
                 )
             time.sleep(0.2)

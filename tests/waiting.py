@@ -44,7 +44,7 @@ def wait_for_log(server: _Logs, text: str, offset: int = 0, timeout: float = 30.
 
 
 class _Traces(Protocol):
-    def get_trace(self, trace_id_hex: str) -> dict[str, Any] | None: ...
+    def get_trace(self, trace_hex: str) -> dict[str, Any] | None: ...
 
 
 def assert_absent_after_control(

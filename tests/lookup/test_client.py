@@ -234,9 +234,9 @@ def test_a_profiled_call_is_one_trace_client_span_root_server_tree_below(zaqar, 
     lines = posted.stdout.splitlines()
     assert lines[0] == f"posted 2 message(s) to {queue}"
     base = lines[1].split(":", 1)[1].strip()
-    hex_id = lines[2].split(":", 1)[1].strip()
-    assert str(uuid.UUID(base)) == base and hex_id == ids.trace_hex(base)
-    assert lines[3] == f"trace url:             http://ui/trace/{hex_id}"
+    trace_hex = lines[2].split(":", 1)[1].strip()
+    assert str(uuid.UUID(base)) == base and trace_hex == ids.trace_hex(base)
+    assert lines[3] == f"trace url:             http://ui/trace/{trace_hex}"
     assert lines[4].startswith("server:") and "the server traced this call" in lines[4]
     assert posted.stderr == ""
 
@@ -249,7 +249,7 @@ def test_a_profiled_call_is_one_trace_client_span_root_server_tree_below(zaqar, 
     assert server.parent_id == root.span_id
     assert server.name == "POST /v2/queues/{queue_name}/messages"
     assert server.service != "zaqar-client"
-    assert {s.trace_id for s in spans} == {hex_id}
+    assert {s.trace_id for s in spans} == {trace_hex}
     for span in spans:  # one connected tree under the client span
         seen = span
         while seen.parent_id:
