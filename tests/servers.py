@@ -288,21 +288,18 @@ class JaegerServer(stack.JaegerServer):
     # -- query API
     def get_trace(self, trace_hex: str) -> dict[str, Any] | None:
         """The v1-style JSON of ``/api/traces/{id}`` (``{"data": [trace], ...}``); None if 404."""
-        status, body = http_get(f"{self.query_url}/api/traces/{trace_hex}", timeout=5)
-        if status == 404:
-            return None
-        if status != 200:
-            raise ServerError(f"jaeger /api/traces/{trace_hex}: HTTP {status}: {body[:500]!r}")
-        result: dict[str, Any] = json.loads(body)
-        return result
+        return self._get_json(f"/api/traces/{trace_hex}")
 
     def get_trace_v3(self, trace_hex: str) -> dict[str, Any] | None:
         """OTLP-JSON of ``/api/v3/traces/{id}`` (``{"result": {"resourceSpans": ...}}``)."""
-        status, body = http_get(f"{self.query_url}/api/v3/traces/{trace_hex}", timeout=5)
+        return self._get_json(f"/api/v3/traces/{trace_hex}")
+
+    def _get_json(self, path: str) -> dict[str, Any] | None:
+        status, body = http_get(f"{self.query_url}{path}", timeout=5)
         if status == 404:
             return None
         if status != 200:
-            raise ServerError(f"jaeger /api/v3/traces/{trace_hex}: HTTP {status}: {body[:500]!r}")
+            raise ServerError(f"jaeger {path}: HTTP {status}: {body[:500]!r}")
         result: dict[str, Any] = json.loads(body)
         return result
 
