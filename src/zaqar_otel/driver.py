@@ -36,6 +36,24 @@ def service_name(project: str | None, service: str | None) -> str:
     return service or project or "osprofiler"
 
 
+def host_attributes(provider: Any, host: str | None) -> dict[str, str]:
+    """``host.name`` for every bridge span, only if the provider's resource lacks it.
+
+    The bridge's own provider has it in its resource. A provider set up by someone
+    else (``opentelemetry-instrument``) keeps the resource the operator configured
+    (``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=host,process`` adds the host there);
+    until it has ``host.name``, the bridge's spans carry it so that hosts stay apart.
+    """
+    import socket
+
+    from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_NAME
+
+    resource = getattr(provider, "resource", None)
+    if resource is not None and resource.attributes.get(HOST_NAME):
+        return {}
+    return {HOST_NAME: host or socket.gethostname()}
+
+
 class OTelDriver(base.Driver):
     """OSProfiler events as OpenTelemetry spans, exported by OTLP."""
 
@@ -69,16 +87,19 @@ class OTelDriver(base.Driver):
             return
         options.register_opts(conf)
         logs.install()
-        hints = self._use_or_build_provider(endpoint, service_name(project, service))
-        self.bridge = self._make_bridge(hints)
+        hints = self._use_or_build_provider(endpoint, service_name(project, service), host)
+        self.bridge = self._make_bridge(hints, host)
         self._instrument_backends()
         global _current
         _current = self
         _register_metrics()
 
-    def _use_or_build_provider(self, endpoint: Endpoint, service: str) -> HintedIdGenerator:
+    def _use_or_build_provider(
+        self, endpoint: Endpoint, service: str, host: str | None
+    ) -> HintedIdGenerator:
         """The process's SDK TracerProvider, or one built for ``endpoint`` (with the
-        counting processor and guarded exporter); flushed on SIGTERM. The id hints."""
+        counting processor and guarded exporter; ``service`` and ``host`` in its
+        resource); flushed on SIGTERM. The id hints."""
         from zaqar_otel.bridge import export, logs, provider
 
         def processor() -> export.CountingBatchSpanProcessor | None:
@@ -89,7 +110,7 @@ class OTelDriver(base.Driver):
             self.processor = export.CountingBatchSpanProcessor(self.exporter)
             return self.processor
 
-        self.provider, hints, self.built_provider = provider.use_or_build(service, processor)
+        self.provider, hints, self.built_provider = provider.use_or_build(service, processor, host)
         if not self.built_provider and endpoint.url is not None:
             logs.LOG.info(
                 "zaqar-otel: this process already has a TracerProvider; spans go where it "
@@ -100,14 +121,29 @@ class OTelDriver(base.Driver):
         provider.flush_on_sigterm(self.provider)
         return hints
 
-    def _make_bridge(self, hints: HintedIdGenerator) -> SpanBridge:
-        """The SpanBridge: OSProfiler notifications -> spans of this driver's tracer."""
+    def _make_bridge(self, hints: HintedIdGenerator, host: str | None) -> SpanBridge:
+        """The SpanBridge: OSProfiler notifications -> spans of this driver's tracer
+        (``host.name`` on them when the provider's resource lacks it)."""
         from zaqar_otel import __version__
-        from zaqar_otel.bridge import spans
+        from zaqar_otel.bridge import logs, spans
+        from zaqar_otel.zaqar import outcomes
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
+        on_spans = host_attributes(self.provider, host)
+        if on_spans:
+            logs.LOG.info(
+                "zaqar-otel: the TracerProvider's resource has no host.name: the bridge's spans "
+                "carry it (OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=host,process puts the host and "
+                "process in the resource instead)"
+            )
         return spans.SpanBridge(
-            tracer, hints, skip=self._skip, full_statements=self._full_statements
+            tracer,
+            hints,
+            skip=self._skip,
+            full_statements=self._full_statements,
+            content=lambda: bool(self._flag("trace_message_content")),
+            expected=outcomes.is_answer,
+            span_attributes=on_spans,
         )
 
     def _instrument_backends(self) -> None:
@@ -221,11 +257,13 @@ class OTelDriver(base.Driver):
     def list_traces(self, fields: set[str] | None = None) -> list[dict[str, Any]]:
         """Traces in Jaeger (every service, last 7 days, at most 1000 per service), oldest first.
 
-        Each is ``{"base_id": UUID, "timestamp": start}`` (plus ``trace_id``, the
-        32-hex form, ``services`` and ``error`` when asked for in ``fields``).
+        Each is ``{"base_id": UUID, "timestamp": start}`` (OSProfiler's default
+        fields), plus ``trace_id`` (the 32-hex form), ``services`` and ``error`` when
+        asked for in ``fields``.
         """
+        wanted = fields or DEFAULT_TRACE_FIELDS
         return [
-            {key: value for key, value in trace.items() if key in (fields or set(trace))}
+            {key: value for key, value in trace.items() if key in wanted}
             for trace in self._traces()
         ]
 
@@ -271,6 +309,7 @@ class OTelDriver(base.Driver):
         return sorted(traces, key=lambda trace: (trace["timestamp"], trace["base_id"]))
 
 
+DEFAULT_TRACE_FIELDS = frozenset({"base_id", "timestamp"})  # osprofiler.drivers.base
 _current: OTelDriver | None = None
 _metrics_registered = False
 

@@ -77,7 +77,7 @@ REQUIRED = {
 
 def check_trace(spans: list[ReadableSpan], expected_root: str) -> str | None:
     names = {s.name for s in spans}
-    systems = {str((s.attributes or {}).get("db.system")) for s in spans}
+    systems = {str((s.attributes or {}).get("db.system.name")) for s in spans}
     function, system = REQUIRED[expected_root]
     if not any(n.endswith(function) for n in names):
         return f"no {function} span in {sorted(names)}"

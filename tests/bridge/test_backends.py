@@ -32,11 +32,7 @@ def _profiled(work):
 
 
 def _db_spans(system):
-    return [
-        s
-        for s in tracing.finished()
-        if s.attributes.get("db.system") == system or s.attributes.get("db.system.name") == system
-    ]
+    return [s for s in tracing.finished() if s.attributes.get("db.system.name") == system]
 
 
 # Redis
@@ -200,4 +196,97 @@ def test_sqlalchemy_outside_a_profiled_request_exports_nothing(sql_url):
     engine = sa.create_engine(sql_url)
     _select_one(engine)
     assert tracing.finished() == []
+    engine.dispose()
+
+
+def test_redis_noscript_then_script_load_is_no_error(redis_server):
+    from opentelemetry.trace import StatusCode
+
+    tracing.init_bridge(trace_redis=True)
+    client = redis.Redis.from_url(redis_server.url)
+    client.script_flush()
+    script = client.register_script(f"return '{uuid.uuid4()}'")
+    _, spans = _profiled(lambda: script())
+    commands = [s for s in spans if s in _db_spans("redis")]
+    evalsha = f"EVALSHA {script.sha}"  # semconv: the script's sha1 is its name
+    assert [s.name for s in commands] == [evalsha, "SCRIPT LOAD", evalsha]
+    noscript = commands[0]
+    assert noscript.status.status_code == StatusCode.UNSET
+    assert noscript.attributes["db.response.status_code"] == "NOSCRIPT"
+    assert [e.name for e in noscript.events] == ["expected database response"]
+    assert all(s.status.status_code == StatusCode.UNSET for s in spans)
+
+
+def test_redis_script_names_known_to_the_bridge(redis_server, monkeypatch):
+    from zaqar_otel.bridge import conventions
+
+    client = redis.Redis.from_url(redis_server.url)
+    script = client.register_script("return 1")
+    monkeypatch.setitem(conventions.SCRIPT_NAMES, script.sha, "one")
+    tracing.init_bridge(trace_redis=True)
+    _, spans = _profiled(lambda: (script(), script()))
+    names = [s.name for s in spans if s in _db_spans("redis")]
+    assert names[-1] == "EVALSHA one"
+
+
+@pytest.mark.parametrize(("transaction", "name"), [(True, "MULTI"), (False, "PIPELINE")])
+def test_redis_pipelines_are_named_by_what_they_are(redis_server, transaction, name):
+    tracing.init_bridge(trace_redis=True)
+    client = redis.Redis.from_url(redis_server.url)
+    key = f"k-{uuid.uuid4()}"
+
+    def pipeline():
+        pipe = client.pipeline(transaction=transaction)
+        pipe.hset(key, "f", "secret-value").expire(key, 10).hset(key, "g", "v")
+        pipe.execute()
+        single = client.pipeline(transaction=transaction)
+        single.hgetall(key)
+        single.execute()
+
+    _, spans = _profiled(pipeline)
+    batch, single = [s for s in spans if s in _db_spans("redis")]
+    assert batch.name == name
+    assert batch.attributes["db.operation.batch.size"] == 3
+    assert batch.attributes["db.query.text"].splitlines() == [
+        "HSET ? ? ?",
+        "EXPIRE ? ?",
+        "HSET ? ? ?",
+    ]
+    assert "db.redis.pipeline_length" not in batch.attributes
+    assert "secret-value" not in str(dict(batch.attributes))
+    assert single.name == "HGETALL"
+    assert "db.operation.batch.size" not in single.attributes
+
+
+def test_redis_spans_speak_the_stable_conventions_only(redis_server):
+    tracing.init_bridge(trace_redis=True)
+    client = redis.Redis.from_url(redis_server.url)
+    _profiled(lambda: client.get("k"))
+    [get] = _db_spans("redis")
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    assert {k: v for k, v in get.attributes.items() if k != "db.redis.args_length"} == {
+        "db.system.name": "redis",
+        "db.query.text": "GET ?",
+        "db.namespace": "0",
+        "db.operation.name": "GET",
+        "server.address": "127.0.0.1",
+        "server.port": port,
+        "network.transport": "tcp",
+    }
+
+
+def test_sqlite_spans_are_named_by_table_not_by_file(tmp_path):
+    tracing.init_bridge(trace_sqlalchemy=True)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+
+    def work():
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT x FROM t WHERE x = 42"))
+
+    _, spans = _profiled(work)
+    names = {s.name for s in spans if s in _db_spans("sqlite")}
+    assert "SELECT t" in names
+    assert not [n for n in names if str(tmp_path) in n]
     engine.dispose()

@@ -291,7 +291,7 @@ def test_a_pymongo_cursor_keeps_its_methods_and_commands_stay_inside(bridge, col
             assert same is cursor
             assert [d["n"] for d in cursor[1:3]] == [1, 2]  # a slice: the same cursor
         assert "store Store.find" in spans()  # closed by the with block, clone exhausted
-    finds = [s for s in tracing.finished() if s.name == f"{collection.database.name}.find"]
+    finds = [s for s in tracing.finished() if s.name == f"find {collection.name}"]
     assert len(finds) == 3
     assert all(ancestors(s)[0] == "store Store.find" for s in finds)
     assert bridge.open_count() == 0

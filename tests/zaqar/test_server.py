@@ -39,11 +39,7 @@ class Tree:
         return [s for s in self.spans if fragment in s["operationName"]]
 
     def db(self, system: str) -> list[dict[str, Any]]:
-        return [
-            s
-            for s in self.spans
-            if system in (tags(s).get("db.system"), tags(s).get("db.system.name"))
-        ]
+        return [s for s in self.spans if tags(s).get("db.system.name") == system]
 
     def ancestors(self, span: dict[str, Any]) -> list[dict[str, Any]]:
         chain = []

@@ -40,9 +40,13 @@ from zaqar_otel.bridge.provider import HintedIdGenerator
 
 DEFAULT_MAX_OPEN = 10_000
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOTHING = attributes.NOTHING
 
 
 BRIDGE = context_api.create_key("zaqar_otel.bridge")
+# trace_message_content as read at the outermost span: one request, one policy (and one
+# oslo.config lookup per request instead of one per span)
+CONTENT = context_api.create_key("zaqar_otel.content")
 
 
 def current_bridge(context: context_api.Context | None = None) -> SpanBridge | None:
@@ -75,11 +79,21 @@ class SpanBridge:
         skip: Callable[[str, Mapping[str, Any]], bool] = _never,
         full_statements: Callable[[], bool] = lambda: False,
         max_open: int = DEFAULT_MAX_OPEN,
+        content: Callable[[], bool] = lambda: False,
+        expected: Callable[[str], bool] = lambda etype: False,
+        span_attributes: Mapping[str, attributes.AttributeValue] | None = None,
     ) -> None:
+        """``full_statements`` / ``content``: the ``trace_db_statements`` /
+        ``trace_message_content`` flags (read per span); ``expected(etype)``: an
+        exception that is an answer (a 404), not a failure; ``span_attributes``:
+        added to every span (``host.name`` when the provider's resource lacks it)."""
         self.tracer = tracer
         self.hints = hints
         self.skip = skip
         self.full_statements = full_statements
+        self.content = content
+        self.expected = expected
+        self.span_attributes = dict(span_attributes or {})
         self.max_open = max_open
         self.evicted = 0
         self.malformed = 0
@@ -106,7 +120,8 @@ class SpanBridge:
             else:
                 raise ValueError(f"notification name {name!r} ends in neither -start nor -stop")
         except Exception:
-            self.malformed += 1
+            with self._lock:
+                self.malformed += 1
             log_once.warning(
                 "malformed",
                 "zaqar-otel: dropped a malformed OSProfiler notification (logged once; %r)",
@@ -156,9 +171,18 @@ class SpanBridge:
                 while len(self._skipped) > self.max_open:
                     self._skipped.popitem(last=False)
             return
-        # trace_db_statements is read only where it matters (an oslo.config lookup)
-        full = "db" in info and self.full_statements()
-        span_name, kind, attrs = attributes.describe_start(name, info, full)
+        # the flags are read only where they matter (an oslo.config lookup each)
+        statements = "db" in info and self.full_statements()
+        inherited = context_api.get_value(CONTENT)
+        # no bridge span open in this context: read the flag (once per request)
+        request_content = bool(self.content()) if inherited is None else inherited is True
+        content = request_content and (
+            "function" in info or "request" in info or "requests" in info
+        )
+        capture = attributes.Capture(statements, content) if statements or content else _NOTHING
+        span_name, kind, attrs = attributes.describe_start(name, info, capture)
+        if self.span_attributes:
+            attrs.update(self.span_attributes)
         attrs["osprofiler.id"] = element_id
         attrs["osprofiler.base_id"] = base_id
         parent_id = self._exported_parent(parent_id)
@@ -168,7 +192,11 @@ class SpanBridge:
         current = trace.set_span_in_context(span, parent)
         if context_api.get_value(BRIDGE, current) is not self:  # outermost span: mark once
             current = context_api.set_value(
-                BRIDGE, self, context_api.set_value(PROFILED, True, current)
+                BRIDGE,
+                self,
+                context_api.set_value(
+                    PROFILED, True, context_api.set_value(CONTENT, request_content, current)
+                ),
             )
         token = context_api.attach(current)
         with self._lock:
@@ -183,7 +211,8 @@ class SpanBridge:
             with self._lock:
                 entry.held.ended = True
                 self._held.pop(entry.held.element_id, None)
-        self.evicted += 1
+        with self._lock:
+            self.evicted += 1
         log_once.warning(
             "evicted",
             "zaqar-otel: more than %d spans open without a stop; ending the oldest (logged once)",
@@ -212,17 +241,30 @@ class SpanBridge:
         try:
             info = payload.get("info") or {}
             if isinstance(info, Mapping):
-                stop_attrs, error = attributes.describe_stop(info)
-                if stop_attrs:
-                    entry.span.set_attributes(stop_attrs)
-                if error is not None:
-                    record_error(entry.span, *error)
+                self.apply_stop(entry.span, info, entry.context)
         finally:
             if entry.thread == threading.get_ident():
                 _detach(entry.token)
             if not held:
                 entry.span.end()
                 self._end_held_children(element_id)
+
+    def apply_stop(
+        self, span: trace.Span, info: Mapping[str, Any], context: context_api.Context
+    ) -> None:
+        """What a ``-stop`` (or deferred work that raised) adds to ``span`` (in ``context``)."""
+        capture = _NOTHING
+        if (info.get("etype") or "function" in info or "db" in info) and context_api.get_value(
+            CONTENT, context
+        ):
+            capture = attributes.Capture(content=True)
+        stop = attributes.describe_stop(info, capture, self.expected)
+        if stop.attributes:
+            span.set_attributes(stop.attributes)
+        if stop.event is not None:
+            span.add_event("exception", stop.event)
+        if stop.error is not None:
+            span.set_status(Status(StatusCode.ERROR, stop.error))
 
     # -- held spans (see the module docstring)
 
@@ -327,11 +369,7 @@ class HeldSpan:
         if self.ended:
             return
         info = {"etype": reflection.get_class_name(error), "message": str(error)}
-        stop_attrs, described = attributes.describe_stop(info)
-        if stop_attrs:
-            self.span.set_attributes(stop_attrs)
-        if described is not None:
-            record_error(self.span, *described)
+        self.bridge.apply_stop(self.span, info, self.context)
 
 
 class _Resumed:
@@ -351,11 +389,6 @@ class _Resumed:
             _detach(self.token)
 
 
-def record_error(span: trace.Span, etype: str, message: str) -> None:
-    span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-    span.add_event("exception", {"exception.type": etype, "exception.message": message})
-
-
 def _detach(token: object) -> None:
     try:
         context_api.detach(token)  # type: ignore[arg-type]
@@ -364,5 +397,16 @@ def _detach(token: object) -> None:
 
 
 def _preview(payload: object) -> str:
-    text = repr(payload)
+    """The shape of a notification for the log: its name and keys, never the values of
+    ``info`` (they may hold function arguments: message bodies)."""
+    if not isinstance(payload, Mapping):
+        return type(payload).__name__
+    info = payload.get("info")
+    shape = {
+        key: (sorted(map(str, info)) if isinstance(info, Mapping) else type(info).__name__)
+        if key == "info"
+        else payload[key]
+        for key in payload
+    }
+    text = repr(shape)
     return text if len(text) < 300 else text[:297] + "..."

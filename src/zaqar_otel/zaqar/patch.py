@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from zaqar_otel.bridge import conventions
 from zaqar_otel.zaqar import fixes, lazy, middleware, websocket
 
 _installed = False
@@ -36,4 +37,21 @@ def install() -> None:
         _patch(wsgi_driver.Driver, "_init_middleware", middleware.add_to_transport)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
         lazy.install()
+        conventions.SCRIPT_NAMES.update(redis_script_names())
         _installed = True
+
+
+def redis_script_names() -> dict[str, str]:
+    """sha1 -> name of Zaqar's Redis Lua scripts (``EVALSHA claim_messages`` in a trace)."""
+    import hashlib
+    from pathlib import Path
+
+    try:
+        from zaqar.storage.redis import scripting
+    except ImportError:  # Zaqar without its Redis driver's dependencies
+        return {}
+    folder = Path(scripting.__file__).parent / "scripts"
+    return {
+        hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest(): path.stem
+        for path in sorted(folder.glob("*.lua"))
+    }
