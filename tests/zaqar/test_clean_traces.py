@@ -73,8 +73,8 @@ class Run:
         return [span for trace in self.traces for span in trace["spans"]]
 
     def trace(self, operation: str) -> dict[str, Any]:
-        hex_id = ids.trace_hex(self.bases[operation])
-        [found] = [t for t in self.traces if t["traceID"].rjust(32, "0") == hex_id]
+        trace_hex = ids.trace_hex(self.bases[operation])
+        [found] = [t for t in self.traces if t["traceID"].rjust(32, "0") == trace_hex]
         return found
 
     def text(self) -> str:
