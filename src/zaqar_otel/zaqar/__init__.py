@@ -9,6 +9,7 @@ Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
 * ``middleware``: route, status and messaging attributes on the request span;
 * ``websocket``: traces the websocket transport;
 * ``lazy``: generators and cursors of the storage layer are consumed inside their call's span;
+* ``outcomes``: Zaqar's "does not exist" exceptions are answers (4xx), not errors;
 * ``server``, ``wsgi``, ``instrumentor``: the three ways to run Zaqar with the bridge.
 """
 
