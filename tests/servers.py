@@ -28,10 +28,10 @@ import pwd
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+from tests.waiting import wait_until
 from zaqar_otel.demo import stack
 from zaqar_otel.demo.process import (
     LOCALHOST,
@@ -314,17 +314,9 @@ class JaegerServer(stack.JaegerServer):
         self, trace_hex: str, min_spans: int = 1, timeout: float = 20.0
     ) -> dict[str, Any]:
         """Poll ``/api/traces/{id}`` until it has ``min_spans`` spans; the v1-style JSON."""
-        deadline = time.monotonic() + timeout
-        trace: dict[str, Any] | None = None
-        while True:
+
+        def enough() -> dict[str, Any] | None:
             trace = self.get_trace(trace_hex)
-            count = len(self.trace_spans(trace))
-            if count >= min_spans and trace is not None:
-                return trace
-            if time.monotonic() > deadline:
-                names = sorted(s.get("operationName", "?") for s in self.trace_spans(trace))
-                raise TimeoutError(
-                    f"jaeger: trace {trace_hex} has {count} span(s) after {timeout}s, "
-                    f"wanted {min_spans}: {names}"
-                )
-            time.sleep(0.2)
+            return trace if len(self.trace_spans(trace)) >= min_spans else None
+
+        return wait_until(enough, f"jaeger: trace {trace_hex} with {min_spans}+ spans", timeout)

@@ -163,5 +163,5 @@ def test_jaeger_unknown_trace_and_restart(jaeger_server: JaegerServer) -> None:
         jaeger_server.start()
     assert jaeger_server.running
     assert (jaeger_server.otlp_http_endpoint, jaeger_server.query_url) == endpoints
-    with pytest.raises(TimeoutError, match="0 span"):
+    with pytest.raises(TimeoutError, match="trace 0123456789abcdef0123456789abcdef with 1"):
         jaeger_server.wait_for_trace("0123456789abcdef0123456789abcdef", 1, timeout=0.5)
