@@ -20,8 +20,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def test_the_version_is_written_once() -> None:
     project = PYPROJECT["project"]
     assert "version" not in project and project["dynamic"] == ["version"]
-    version_from = PYPROJECT["tool"]["setuptools"]["dynamic"]["version"]
-    assert version_from == {"attr": "zaqar_otel.__version__"}
+    version_from = PYPROJECT["tool"]["hatch"]["version"]
+    assert version_from == {"path": "src/zaqar_otel/__init__.py"}
     assert importlib.metadata.version("zaqar-otel") == zaqar_otel.__version__
     written = [
         str(path.relative_to(ROOT))
@@ -50,10 +50,12 @@ def _imports(path: Path) -> set[str]:
 
 def test_every_module_in_the_package_is_reached_from_an_entry_point() -> None:
     """Nothing in the wheel only the tests use: each module is an entry point (a console
-    script, a plugin, ``python -m``, the WSGI application the Dockerfile serves) or imported
-    by one, directly or not."""
+    script, a plugin, ``python -m``, the WSGI application the Dockerfile serves, a ``.pth``
+    hook) or imported by one, directly or not."""
     modules = {_module(path): path for path in SRC.rglob("*.py")}
+    hooks = [hook.read_text() for hook in SRC.glob("*.pth")]
     entry_points = [
+        *(name for text in hooks for name in re.findall(r"\bimport ([\w.]+)", text)),
         *PYPROJECT["project"]["scripts"].values(),
         *(ep for group in PYPROJECT["project"]["entry-points"].values() for ep in group.values()),
         *re.findall(r"zaqar_otel[\w.]+:application", (ROOT / "Dockerfile").read_text()),
@@ -84,6 +86,7 @@ def test_license_and_changelog() -> None:
     assert "END OF TERMS AND CONDITIONS" in license_text
     assert PYPROJECT["project"]["license"] == "Apache-2.0"
     assert PYPROJECT["project"]["license-files"] == ["LICENSE"]
+    assert PYPROJECT["build-system"]["requires"] == ["hatchling>=1.27"]  # PEP 639
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "https://keepachangelog.com/en/1.1.0/" in changelog
     headings = re.findall(r"^## \[([^\]]+)\]", changelog, re.M)

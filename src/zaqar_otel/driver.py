@@ -148,11 +148,14 @@ class OTelDriver(base.Driver):
 
     def _instrument_backends(self) -> None:
         """Instrument the DB clients the ``[profiler]`` flags ask for, again whenever the
-        mutable flags change (``conf.mutate_config_files()``, e.g. on SIGHUP)."""
-        from zaqar_otel.bridge import backends, logs
+        mutable flags change (``conf.mutate_config_files()``, e.g. on SIGHUP); and the
+        service's calls to other services and Flask routes (Keystone)."""
+        from zaqar_otel.bridge import backends, flask_routes, keystoneauth, logs
 
         self.backends = backends.apply(self.conf.profiler, self.provider, self._full_statements)
         self._sqlalchemy_active = lambda: backends.active("sqlalchemy")
+        keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
+        flask_routes.install()  # Flask services (Keystone): route names, status codes
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             self.backends = backends.apply(conf.profiler, self.provider, self._full_statements)

@@ -298,6 +298,10 @@ class ServerProcess:
         except OSError:
             return 0
 
+    def run_log(self) -> str:
+        """What the server logged since its last start."""
+        return self.log_since(self._log_offset)
+
     def log_since(self, offset: int) -> str:
         """What the server logged after byte ``offset``."""
         try:
@@ -364,7 +368,7 @@ class ServerProcess:
             code = proc.poll()
             if code is not None:
                 self._proc = None
-                this_run = self.log_since(self._log_offset).lower()
+                this_run = self.run_log().lower()
                 error = PortInUse if "already in use" in this_run else StartFailed
                 raise error(
                     f"{self.name} exited with code {code} while starting.\n"

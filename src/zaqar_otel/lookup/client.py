@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from osprofiler import notifier, profiler, web
 
-from zaqar_otel.bridge import ids
+from zaqar_otel.bridge import ids, keystoneauth
 from zaqar_otel.bridge.spans import SpanBridge
 from zaqar_otel.lookup.jaeger import JaegerQuery, TraceNotFound, trace_url
 
@@ -112,6 +112,7 @@ def enable(connection_string: str = "otel://", service: str = DEFAULT_SERVICE) -
         _tracing = ClientTracing(chosen, SpanBridge(tracer, hints), built)
         notifier.set(_tracing.notify)
         patch_zaqarclient()
+        keystoneauth.install()  # Keystone calls (authenticating): CLIENT spans too
         return _tracing
 
 
@@ -133,6 +134,7 @@ def disable() -> None:
         if notifier.get() == _tracing.notify:
             notifier.set(notifier._noop_notifier)
         _tracing = None
+        keystoneauth.uninstall()
         try:
             from zaqarclient.common import http
         except ImportError:
@@ -274,13 +276,18 @@ class ProfiledCall:
         return ServerCheck(False, n, k, others, message)
 
 
-def zaqar_client(url: str, project: str) -> Any:
-    """A python-zaqarclient v2 client for a Zaqar with ``auth_strategy =`` (noauth):
-    ``project`` is the project id it sends."""
+def zaqar_client(
+    url: str, project: str = "", *, session: Any = None, insecure: bool = False
+) -> Any:
+    """A python-zaqarclient v2 client: with a keystoneauth1 ``session``, Keystone auth;
+    else for a Zaqar with ``auth_strategy =`` (noauth), ``project`` the id it sends."""
     from zaqarclient.queues.v2 import client
 
-    conf = {"auth_opts": {"backend": "noauth", "options": {"os_project_id": project}}}
-    return client.Client(url, version=2, conf=conf)
+    if session is None:
+        auth = {"backend": "noauth", "options": {"os_project_id": project}}
+        return client.Client(url, version=2, conf={"auth_opts": auth})
+    auth = {"backend": "keystone", "options": {"insecure": insecure}}
+    return client.Client(url, version=2, conf={"auth_opts": auth}, session=session)
 
 
 @contextmanager
