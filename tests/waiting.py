@@ -47,12 +47,18 @@ class _Traces(Protocol):
     def get_trace(self, trace_hex: str) -> dict[str, Any] | None: ...
 
 
+def wait_for_control(jaeger: _Traces, control: str, timeout: float = 30.0) -> None:
+    """Wait for trace ``control`` (an OSProfiler base id or 32 hex digits) in Jaeger: then
+    everything exported the same way before it is there too."""
+    wait_until(lambda: jaeger.get_trace(ids.trace_hex(control)), f"control trace {control}",
+               timeout)  # fmt: skip
+
+
 def assert_absent_after_control(
     jaeger: _Traces, control: str, absent: Iterable[str], timeout: float = 30.0
 ) -> None:
-    """Wait for trace ``control`` (an OSProfiler base id or 32 hex digits) in Jaeger, then
-    assert that none of ``absent`` (made before it, the same way) is there."""
-    wait_until(lambda: jaeger.get_trace(ids.trace_hex(control)), f"control trace {control}",
-               timeout)  # fmt: skip
+    """Wait for trace ``control`` (see :func:`wait_for_control`), then assert that none of
+    ``absent`` (made before it, the same way) is there."""
+    wait_for_control(jaeger, control, timeout)
     present = [trace for trace in absent if jaeger.get_trace(ids.trace_hex(trace)) is not None]
     assert not present, f"traced, but should not be: {present}"

@@ -86,6 +86,7 @@ class OTelDriver(base.Driver):
             # exporter, instrumentation or signal handler then.
             return
         options.register_opts(conf)
+        options.activate(conf)
         logs.install()
         hints = self._use_or_build_provider(endpoint, service_name(project, service), host)
         self.bridge = self._make_bridge(hints, host)
@@ -119,6 +120,7 @@ class OTelDriver(base.Driver):
             )
         # SIGTERM would end the process without atexit: flush first (ours or not).
         provider.flush_on_sigterm(self.provider)
+        provider.flush_at_uwsgi_exit(self.provider)
         return hints
 
     def _make_bridge(self, hints: HintedIdGenerator, host: str | None) -> SpanBridge:
@@ -149,13 +151,15 @@ class OTelDriver(base.Driver):
     def _instrument_backends(self) -> None:
         """Instrument the DB clients the ``[profiler]`` flags ask for, again whenever the
         mutable flags change (``conf.mutate_config_files()``, e.g. on SIGHUP); and the
-        service's calls to other services and Flask routes (Keystone)."""
-        from zaqar_otel.bridge import backends, flask_routes, keystoneauth, logs
+        service's calls to other services, its outgoing requests and Flask routes."""
+        from zaqar_otel.bridge import backends, flask_routes, keystoneauth, logs, outgoing
 
         self.backends = backends.apply(self.conf.profiler, self.provider, self._full_statements)
         self._sqlalchemy_active = lambda: backends.active("sqlalchemy")
         keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
         flask_routes.install()  # Flask services (Keystone): route names, status codes
+        # other requests made inside profiled requests: CLIENT spans and traceparent
+        outgoing.instrument_requests()
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             self.backends = backends.apply(conf.profiler, self.provider, self._full_statements)
