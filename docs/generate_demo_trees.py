@@ -12,9 +12,9 @@ Usage (from the repository root, in a venv with ``zaqar-otel[all]``)::
     python docs/generate_demo_trees.py                 # run the demo, rewrite the two
     python docs/generate_demo_trees.py --from out.txt  # from a saved run
 
-Durations differ from run to run; what a tree holds (spans, nesting, services, kinds,
-errors) does not. ``tests/demo/test_run.py`` runs the demo and fails when the docs' trees
-no longer hold what it prints (:func:`shape`): then run this again.
+Durations and the queue's name differ from run to run; what a tree holds (spans, nesting,
+services, kinds, errors) does not. ``tests/demo/test_run.py`` runs the demo and fails when
+the docs' trees no longer hold what it prints (:func:`shape`): then run this again.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ ROW = re.compile(
     r"  \+(?P<offset>[\d.]+) ms(?:  (?P<error>\[ERROR\].*))?$"
 )
 SQLITE_PATH = re.compile(r"/\S*/(zaqar\.db)\b")
+QUEUE = re.compile(r"\bdemo-[0-9a-f]{8}\b")  # the demo's fresh queue: another name each run
 Row = tuple[str, str, str, str, str, str]  # name (with tree prefix), service, kind, ms, +ms, error
 
 
@@ -74,9 +75,14 @@ def render(rows: list[Row]) -> str:
 
 
 def shape(text: str) -> list[tuple[str, str, str, bool]]:
-    """What a rendered tree holds, without the timings: (name, service, kind, error?)."""
+    """What a rendered tree holds, without the timings and the queue's name:
+    (name, service, kind, error?)."""
     rows = [ROW.match(line) for line in text.splitlines()]
-    return [(m["name"], m["service"], m["kind"], bool(m["error"])) for m in rows if m]
+    return [
+        (QUEUE.sub("demo-QUEUE", m["name"]), m["service"], m["kind"], bool(m["error"]))
+        for m in rows
+        if m
+    ]
 
 
 def blocks(demo_output: str) -> dict[Path, str]:
