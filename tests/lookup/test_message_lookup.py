@@ -72,7 +72,7 @@ def history(zaqar, jaeger_server) -> dict[str, str]:
         wait_spans(jaeger_server, seen[name], spans)
     wait_spans(jaeger_server, seen["get_untraced"], 2)
     with zs.profiled() as control:  # after them, by the same server: the last batch is in
-        m.create_queue(zaqar.url, zs.fresh_queue_name())
+        zs.client(zaqar.url, m.PROJECT).queue(zs.fresh_queue_name(), force_create=True)
     wait_for_control(jaeger_server, control)
     return seen
 

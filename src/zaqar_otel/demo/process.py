@@ -220,6 +220,7 @@ class ServerProcess:
 
     name: ClassVar[str] = "server"
     stop_signal: ClassVar[int] = signal.SIGTERM
+    stop_timeout: ClassVar[float] = 20.0  # then SIGKILL for the whole process group
 
     def __init__(
         self,
@@ -394,8 +395,10 @@ class ServerProcess:
                 )
             time.sleep(0.1)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop the process (its stop signal, SIGKILL after ``timeout``); restartable."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the process (its stop signal, SIGKILL after ``timeout``, by default
+        ``stop_timeout``); restartable."""
+        timeout = self.stop_timeout if timeout is None else timeout
         proc = self._forget()
         if proc is None or proc.poll() is not None:
             return

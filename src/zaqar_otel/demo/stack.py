@@ -307,6 +307,7 @@ class ZaqarServer(ServerProcess):
     """
 
     name = "zaqar"
+    stop_timeout = 60.0  # workers flush their spans on the way out (OTEL_EXPORTER_OTLP_TIMEOUT)
 
     def __init__(
         self,
