@@ -31,6 +31,7 @@ from osprofiler import profiler, web
 
 from tests import messaging as m
 from tests import zaqar_server as zs
+from tests.waiting import wait_until
 from tests.zaqar import w3c
 from tests.zaqar.test_server import CLIENT_ID, redis_sql_stores
 from zaqar_otel.bridge import ids
@@ -79,12 +80,12 @@ class Traced:
     def wait_for_traces(self, count: int, timeout: float = 60) -> dict[str, list[SpanRecord]]:
         """Until Jaeger holds ``count`` request spans of this server (each one started trace;
         two requests may share a trace id); its traces."""
-        deadline = time.monotonic() + timeout
-        while (seen := self.requests_in(found := self.traces())) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{seen} requests of {self.service} in Jaeger, not {count}")
-            time.sleep(0.2)
-        return found
+
+        def enough() -> dict[str, list[SpanRecord]] | None:
+            found = self.traces()
+            return found if self.requests_in(found) >= count else None
+
+        return wait_until(enough, f"{count} requests of {self.service} in Jaeger", timeout)
 
     def requests_in(self, traces: dict[str, list[SpanRecord]]) -> int:
         return sum(
@@ -95,10 +96,7 @@ class Traced:
         """A signed request; waits until its trace is in Jaeger (all before it are exported)."""
         with zs.profiled() as base:
             zs.client(self.url).queue(zs.fresh_queue_name(), force_create=True)
-        deadline = time.monotonic() + 30
-        while not self.query_trace(ids.trace_hex(base)):
-            assert time.monotonic() < deadline, "the control trace never reached Jaeger"
-            time.sleep(0.2)
+        wait_until(lambda: self.query_trace(ids.trace_hex(base)), f"control trace {base}")
         return ids.trace_hex(base)
 
     def query_trace(self, hex_id: str) -> list[SpanRecord]:
@@ -111,7 +109,7 @@ class Traced:
 @pytest.fixture(scope="module")
 def stores(redis_server, tmp_path_factory) -> dict[str, Any]:
     sql = f"sqlite:///{tmp_path_factory.mktemp('sampling') / 'zaqar.db'}"
-    zs.create_sql_tables(sql)
+    zs.create_management_tables(sql)
     return redis_sql_stores(redis_server.url, sql)
 
 
@@ -262,7 +260,9 @@ def caller(jaeger_server) -> Iterator[tuple[Any, str]]:
     service = f"e2e-caller-{uuid.uuid4().hex[:8]}"
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
     provider.add_span_processor(
-        SimpleSpanProcessor(OTLPSpanExporter(endpoint=jaeger_server.otlp_traces_url))
+        SimpleSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{jaeger_server.otlp_http_endpoint}/v1/traces")
+        )
     )
     yield provider.get_tracer("e2e-caller"), service
     provider.shutdown()
@@ -416,8 +416,7 @@ def reload(traced: Traced, **changes: str) -> None:
     at = lines.index("[profiler]") + 1
     lines[at:at] = [f"{name} = {value}" for name, value in changes.items()]
     traced.server.conf_path.write_text("\n".join(lines) + "\n")
-    assert traced.server.process is not None
-    traced.server.process.send_signal(signal.SIGHUP)
+    traced.server.send_signal(signal.SIGHUP)
 
 
 def test_sampling_follows_sighup(start):
@@ -541,10 +540,10 @@ def test_a_sampled_requests_call_to_keystone_is_not_signed(start, keystone_serve
         signed.update(web.get_trace_id_headers())
         url = f"{traced.url}/v2/queues/{zs.fresh_queue_name()}"
         assert requests.put(url, headers=signed, timeout=30).status_code == 201
-    deadline = time.monotonic() + 30
-    while KEYSTONE not in {s.service for s in traced.query_trace(ids.trace_hex(control))}:
-        assert time.monotonic() < deadline, "Keystone's spans of the signed request never came"
-        time.sleep(0.2)
+    wait_until(
+        lambda: KEYSTONE in {s.service for s in traced.query_trace(ids.trace_hex(control))},
+        "Keystone's spans of the signed request",
+    )
     sampled = [
         spans
         for hex_id, spans in traced.wait_for_traces(traced.started() + 1).items()
@@ -610,14 +609,13 @@ def test_webhooks_of_sampled_and_continued_requests_carry_traceparent_never_the_
         (continued, "traceparent", {caller_service, traced.service, "subscriber"}),
         (sampled, "sampled", {traced.service, "subscriber"}),
     ):
-        deadline = time.monotonic() + 30
-        while True:  # until every service's spans are in, Zaqar's request span too
+
+        def whole(trace_hex: str = trace_hex, services: set[str] = services) -> list[SpanRecord]:
+            """Every service's spans, Zaqar's request span among them; else empty."""
             spans = traced.query_trace(trace_hex)
-            requests_ = [s for s in spans if s.service == traced.service and s.kind == "server"]
-            if {s.service for s in spans} == services and requests_:
-                break
-            assert time.monotonic() < deadline, sorted((s.service, s.name) for s in spans)
-            time.sleep(0.2)
-        [request] = requests_
+            mine = [s for s in spans if s.service == traced.service and s.kind == "server"]
+            return mine if {s.service for s in spans} == services and mine else []
+
+        [request] = wait_until(whole, f"{origin} trace {trace_hex} with {sorted(services)}")
         assert request.attributes[ORIGIN] == origin
         assert request.name == "POST /v2/queues/{queue_name}/messages"
