@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from oslo_config import cfg
 
 import zaqar_otel
 from zaqar_otel.bridge import gate, ids, provider, sampling
+from zaqar_otel.bridge.logs import LogOnce
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
@@ -297,3 +299,81 @@ def test_turning_the_rate_on_starts_with_a_full_bucket() -> None:
     assert chosen.decide(None) is None
     chosen.configure(sampling.Policy(1.0, 4.0))
     assert sum(chosen.decide(None) is not None for _ in range(10)) == 4
+
+
+# -- what is logged, and options that are missing or zero
+
+
+@pytest.fixture
+def global_admission() -> Iterator[sampling.Admission]:
+    """``sampling.ADMISSION`` (what ``configure`` sets), back to the default afterwards."""
+    yield sampling.ADMISSION
+    sampling.ADMISSION.configure(sampling.Policy())
+
+
+def test_configure_logs_what_applies_to_unsigned_requests(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, global_admission: sampling.Admission
+) -> None:
+    caplog.set_level(logging.INFO, logger="zaqar_otel")
+    conf = conf_with(tmp_path, "trace_sample_ratio = 0.01\ntrace_rate_limit = 7\n")
+    sampling.configure(conf.profiler, {})
+    assert global_admission.policy.ratio == 0.01
+    assert (
+        "zaqar-otel: unsigned requests: 0.01 sampled ([profiler] trace_sample_ratio), "
+        "trust_traceparent = False, at most 7 traces/s started by them"
+    ) in caplog.messages
+
+
+def test_configure_says_when_unsigned_requests_are_no_longer_traced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, global_admission: sampling.Admission
+) -> None:
+    caplog.set_level(logging.INFO, logger="zaqar_otel")
+    sampling.configure(conf_with(tmp_path, "trust_traceparent = true\n").profiler, {})
+    sampling.configure(conf_with(tmp_path, "trust_traceparent = false\n").profiler, {})
+    assert not global_admission.policy.active
+    assert caplog.messages[-1] == "zaqar-otel: unsigned requests: none traced any more"
+
+
+def test_configure_with_the_defaults_logs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, global_admission: sampling.Admission
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="zaqar_otel")
+    sampling.configure(conf_with(tmp_path, "").profiler, {})
+    assert caplog.records == []
+
+
+def test_reaching_the_rate_limit_is_logged_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sampling, "log_once", LogOnce())  # a process that has not logged it yet
+    chosen = admission(sampling.Policy(1.0, 1.0))
+    for _ in range(5):
+        chosen.decide(None)
+    [record] = [r for r in caplog.records if "trace_rate_limit" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert chosen.counters()["rate_limited"] == 4
+
+
+def test_a_trusted_parent_beyond_the_rate_limit_is_not_continued() -> None:
+    chosen = admission(sampling.Policy(0.0, 1.0, trust_traceparent=True))
+    assert chosen.decide(SAMPLED) is not None
+    assert chosen.decide(SAMPLED) is None
+    assert chosen.counters() == {"started_sampled": 0, "started_traceparent": 1, "rate_limited": 1}
+
+
+def test_a_group_without_the_options_traces_no_unsigned_request() -> None:
+    policy = sampling.read_policy(object(), {"OTEL_TRACES_SAMPLER": "always_off"})
+    assert (policy.ratio, policy.rate_limit, policy.trust_traceparent) == (0.0, 10.0, False)
+    assert not policy.active
+
+
+def test_a_zero_rate_limit_starts_nothing_whatever_the_ratio(tmp_path: Path) -> None:
+    conf = conf_with(tmp_path, "trace_sample_ratio = 1\ntrace_rate_limit = 0\n")
+    chosen = admission(sampling.read_policy(conf.profiler, {}))
+    assert [chosen.decide(None) for _ in range(10)] == [None] * 10
+    assert chosen.counters() == {"started_sampled": 0, "started_traceparent": 0, "rate_limited": 0}
+
+
+def test_a_ratio_of_zero_starts_nothing() -> None:
+    chosen = admission(sampling.Policy(0.0, 1e9, trust_traceparent=True))
+    assert [chosen.decide(None) for _ in range(1000)] == [None] * 1000

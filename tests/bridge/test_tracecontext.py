@@ -99,3 +99,30 @@ def test_derived_ids_are_deterministic() -> None:
     element = ids.parent_element_for(int(TRACE, 16), int(SPAN, 16))
     assert element == ids.parent_element_for(int(TRACE, 16), int(SPAN, 16))
     assert element.replace("-", "").endswith(SPAN)
+
+
+def test_a_missing_traceparent_is_none() -> None:
+    assert tracecontext.parse(None, "a=1") is None
+
+
+def test_without_tracestate_the_trace_state_is_empty() -> None:
+    parent = tracecontext.parse(f"00-{TRACE}-{SPAN}-01")
+    assert parent is not None and len(parent.trace_state) == 0
+
+
+@given(st.text(max_size=80), st.one_of(st.none(), st.text(max_size=80)))
+def test_any_text_is_read_without_an_error(traceparent: str, tracestate: str | None) -> None:
+    tracecontext.parse(traceparent, tracestate)
+
+
+@given(
+    st.integers(1, 2**128 - 1),
+    st.integers(1, 2**64 - 1),
+    st.integers(0, 255),
+    st.sampled_from(["", " ", "\t "]),
+)
+def test_every_valid_version_00_traceparent_is_read_back_exactly(
+    trace_id: int, span_id: int, flags: int, padding: str
+) -> None:
+    header = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+    assert tracecontext.parse_traceparent(padding + header + padding) == (trace_id, span_id, flags)
