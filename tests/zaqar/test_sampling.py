@@ -81,11 +81,11 @@ class Traced:
         """Until Jaeger holds ``count`` request spans of this server (each one started trace;
         two requests may share a trace id); its traces."""
 
-        def enough() -> dict[str, list[SpanRecord]] | None:
-            found = self.traces()
-            return found if self.requests_in(found) >= count else None
+        def enough() -> tuple[dict[str, list[SpanRecord]]] | None:
+            found = self.traces()  # in a tuple: no trace at all is an answer when count is 0
+            return (found,) if self.requests_in(found) >= count else None
 
-        return wait_until(enough, f"{count} requests of {self.service} in Jaeger", timeout)
+        return wait_until(enough, f"{count} requests of {self.service} in Jaeger", timeout)[0]
 
     def requests_in(self, traces: dict[str, list[SpanRecord]]) -> int:
         return sum(
