@@ -10,13 +10,16 @@ logs (once) whatever goes wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 from osprofiler.drivers import base
 
 from zaqar_otel.bridge import options
+
+if TYPE_CHECKING:
+    from zaqar_otel.bridge.flags import Flags
 
 
 def service_name(project: str | None, service: str | None) -> str:
@@ -115,9 +118,7 @@ class OTelDriver(base.Driver):
         self.bridge = spans.SpanBridge(
             tracer,
             hints,
-            skip=self._skip,
-            full_statements=full_statements,
-            content=lambda: bool(self._flag("trace_message_content")),
+            flags=self.request_flags,
             expected=outcomes.is_answer,
             span_attributes=on_spans,
         )
@@ -151,17 +152,21 @@ class OTelDriver(base.Driver):
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
             return None
 
-    def _skip(self, name: str, info: Mapping[str, Any]) -> bool:
-        if not self._flag("enabled"):
-            return True  # [profiler] enabled = false exports nothing
-        if name.startswith("pooling_") and not self._flag("trace_pooling"):
-            return True  # Zaqar's pooling catalog/controllers: trace_pooling
-        # OSProfiler's own SQL events: never with trace_sqlalchemy = false, and
-        # not beside the OTel SQLAlchemy spans (one span per statement). They
-        # become spans only if the flag is on and the instrumentation missing.
-        if "db" not in info:
-            return False
-        return not self._flag("trace_sqlalchemy") or self._sqlalchemy_active()
+    def request_flags(self) -> Flags:
+        """The ``[profiler]`` flags for a request starting now (read once per request)."""
+        from zaqar_otel.bridge.flags import Flags
+
+        flag = self._flag
+        return Flags(
+            enabled=bool(flag("enabled")),  # enabled = false exports nothing
+            pooling=bool(flag("trace_pooling")),  # Zaqar's pooling catalog/controllers
+            # OSProfiler's own SQL events: never with trace_sqlalchemy = false, and
+            # not beside the OTel SQLAlchemy spans (one span per statement). They
+            # become spans only if the flag is on and the instrumentation missing.
+            osprofiler_sql=bool(flag("trace_sqlalchemy")) and not self._sqlalchemy_active(),
+            statements=bool(flag("trace_db_statements")),
+            content=bool(flag("trace_message_content")),
+        )
 
     def notify(self, info: dict[str, Any], **kwargs: Any) -> None:
         if self.bridge is not None:

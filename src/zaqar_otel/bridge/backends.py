@@ -37,6 +37,7 @@ from opentelemetry import trace
 from opentelemetry.semconv.attributes.db_attributes import DB_STORED_PROCEDURE_NAME
 
 from zaqar_otel.bridge import conventions
+from zaqar_otel.bridge.flags import request_flags
 from zaqar_otel.bridge.gate import DbSpan, GatedTracer, GatedTracerProvider, in_profiled_request
 from zaqar_otel.bridge.logs import LOG, log_once
 
@@ -171,7 +172,8 @@ def redis_response_hook(span: Any, instance: Any, response: Any) -> None:
 
 
 class LiveFlag:
-    """True when ``read()`` is, read each time it is tested (inside profiled requests only)."""
+    """True inside profiled requests whose ``trace_db_statements`` is (as the request read
+    it, else ``read()``), tested each time."""
 
     __slots__ = ("read",)
 
@@ -179,7 +181,10 @@ class LiveFlag:
         self.read = read
 
     def __bool__(self) -> bool:
-        return in_profiled_request() and bool(self.read())
+        if not in_profiled_request():
+            return False
+        flags = request_flags()
+        return flags.statements if flags is not None else bool(self.read())
 
 
 def own_pymongo_listener(instrumentor: Any, gated: GatedTracerProvider) -> bool:

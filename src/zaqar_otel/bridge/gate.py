@@ -32,6 +32,7 @@ from opentelemetry.util import types
 
 from zaqar_otel.bridge import conventions
 from zaqar_otel.bridge.attributes import sanitize_sql
+from zaqar_otel.bridge.flags import request_flags
 from zaqar_otel.bridge.logs import LOG
 from zaqar_otel.bridge.redact import scrub_error_text
 
@@ -213,7 +214,8 @@ class GatedTracer(trace.Tracer):
     ) -> trace.Span:
         if not in_profiled_request(context):
             return trace.INVALID_SPAN
-        full = self._full_statements()
+        flags = request_flags(context)  # trace_db_statements as the request read it
+        full = flags.statements if flags is not None else self._full_statements()
         translated = conventions.translate_all(attributes, self._keep_old) if attributes else None
         span = DbSpan(
             self._inner.start_span(
