@@ -68,7 +68,15 @@ class OTelDriver(base.Driver):
             connection_str, project=project, service=service, host=host, conf=conf, **kwargs
         )
         # Heavy imports only when the driver is really used.
-        from zaqar_otel.bridge import backends, export, logs, provider, spans
+        from zaqar_otel.bridge import (
+            backends,
+            export,
+            flask_routes,
+            keystoneauth,
+            logs,
+            provider,
+            spans,
+        )
         from zaqar_otel.zaqar import outcomes
 
         self.conf = conf
@@ -123,6 +131,8 @@ class OTelDriver(base.Driver):
             span_attributes=on_spans,
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+        keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
+        flask_routes.install()  # Flask services (Keystone): route names, status codes
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)

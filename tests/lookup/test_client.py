@@ -204,7 +204,8 @@ def zaqar(jaeger_server, redis_server, tmp_path_factory) -> Iterator[zs.ZaqarSer
 
 
 def zaqar_otel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    # no OTel settings, no OpenStack cloud (OS_*: Keystone) from the environment
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OS_"))}
     clean.pop("ZAQAR_OTEL_JAEGER_QUERY", None)
     clean.pop("ZAQAR_OTEL_JAEGER_UI", None)
     clean.update(env or {})

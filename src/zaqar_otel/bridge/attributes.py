@@ -9,7 +9,9 @@ info key       kind     name / attributes
                         known; ``http.request.method``, ``url.path``, ``url.query``,
                         ``url.scheme``, ``http.route``; at stop
                         ``http.response.status_code``
-``requests``   CLIENT   ``GET``; ``url.full``, ``server.address``, ``server.port``
+``requests``   CLIENT   ``GET``; ``url.full``, ``server.address``, ``server.port`` (at
+                        stop if the start had only a path); at stop
+                        ``http.response.status_code``
 ``db``         CLIENT   ``SELECT``...; ``db.operation.name``, ``db.query.text``
                         (literals replaced by ``?`` unless full capture is on)
 ``websocket``  SERVER   ``websocket message_post``; ``messaging.*``, ``zaqar.project_id``;
@@ -35,6 +37,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
     MESSAGING_BATCH_MESSAGE_COUNT,
@@ -178,7 +181,9 @@ def _client_request(
         attrs[SERVER_ADDRESS] = str(host_name)
     if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
         attrs[SERVER_PORT] = int(port)
-    url = f"{requests.get('scheme') or 'http'}://{host_name or ''}"
+    if not host_name:  # a URL relative to a catalog endpoint (keystoneauth): url.full at stop
+        return method, SpanKind.CLIENT
+    url = f"{requests.get('scheme') or 'http'}://{host_name}"
     if port:
         url += f":{port}"
     url += str(requests.get("path") or "")
@@ -186,6 +191,21 @@ def _client_request(
         url += f"?{requests['query']}"
     attrs[URL_FULL] = _text(url if capture.content else scrub_url(url))
     return method, SpanKind.CLIENT
+
+
+def _url_attributes(url: str, capture: Capture) -> Attributes:
+    """``url.full``, ``server.address``, ``server.port`` of a URL known only at the end."""
+    attrs: Attributes = {URL_FULL: _text(url if capture.content else scrub_url(url))}
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return attrs
+    if parts.hostname:
+        attrs[SERVER_ADDRESS] = parts.hostname
+    if port:
+        attrs[SERVER_PORT] = port
+    return attrs
 
 
 def _db(
@@ -341,6 +361,9 @@ def describe_stop(
         status = section.get("status_code") if section else None
         if isinstance(status, int):
             stop.attributes[HTTP_RESPONSE_STATUS_CODE] = status
+    requests = _mapping(info, "requests")
+    if requests is not None and isinstance(requests.get("url"), str):
+        stop.attributes.update(_url_attributes(requests["url"], capture))
     websocket = _mapping(info, "websocket")
     status = websocket.get("status") if websocket else None
     if isinstance(status, int):

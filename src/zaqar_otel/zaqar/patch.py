@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from zaqar_otel.bridge import conventions
-from zaqar_otel.zaqar import fixes, lazy, middleware, websocket
+from zaqar_otel.zaqar import fixes, lazy, middleware, request_span, websocket
 
 _installed = False
 _install_lock = threading.Lock()
@@ -17,6 +17,11 @@ def _patch(owner: Any, name: str, wrapper: Any) -> None:
     current = getattr(owner, name)
     if not getattr(current, "__zaqar_otel__", False):
         setattr(owner, name, wrapper(current))
+
+
+def _init_middleware_hooks(original: Any) -> Any:
+    """``Driver._init_middleware``: the Falcon middleware added, the tracer outermost."""
+    return request_span.outermost_tracer(middleware.add_to_transport(original))
 
 
 def install() -> None:
@@ -34,7 +39,8 @@ def install() -> None:
 
         _patch(storage_utils, "load_storage_driver", fixes.fixed_loader)
         _patch(profile, "setup", fixes.authoritative_setup)
-        _patch(wsgi_driver.Driver, "_init_middleware", middleware.add_to_transport)
+        _patch(profile, "install_wsgi_tracer", request_span.deferred_tracer)
+        _patch(wsgi_driver.Driver, "_init_middleware", _init_middleware_hooks)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
         lazy.install()
         conventions.SCRIPT_NAMES.update(redis_script_names())
