@@ -181,6 +181,8 @@ def test_values_the_sdk_cannot_encode_are_left_out_as_there():
     # past the SDK's attribute cleaning (which would refuse them), as a buggy processor might
     span._attributes._dict["too_big"] = 1 << 70
     span._attributes._dict["object"] = object()
+    span._attributes._dict["surrogate"] = "\udc80"
+    span._attributes._dict["\udc81"] = "surrogate key"
     span.end()
     [finished] = exporter.get_finished_spans()
     ours = _decoded(encoder.encode_spans([finished]))

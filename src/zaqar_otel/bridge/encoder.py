@@ -34,10 +34,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 from zaqar_otel.bridge.logs import log_once
-from zaqar_otel.bridge.recorder import LightSpan
+from zaqar_otel.bridge.recorder import _UNSET, LightSpan
 
-# varints of 0..127 as one byte each; longer ones computed
+# varints of 0..127 as one byte each (longer ones computed), and one-byte tags
 _SMALL = [bytes((n,)) for n in range(128)]
+_TAGS = [bytes((n,)) for n in range(256)]
 _DOUBLE = struct.Struct("<d").pack
 _TIMES = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8): fixed64
 _FIXED64 = struct.Struct("<Q").pack
@@ -75,11 +76,14 @@ def varint(value: int) -> bytes:
 def _field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field: tag byte (fields 1-15), length, payload."""
     size = len(payload)
-    return bytes((tag,)) + (_SMALL[size] if size < 128 else varint(size)) + payload
+    return _TAGS[tag] + (_SMALL[size] if size < 128 else varint(size)) + payload
 
 
 def _string(tag: int, text: str) -> bytes:
-    return _field(tag, text.encode("utf-8", "surrogatepass"))
+    """A string field (UTF-8; a string that is not valid Unicode raises, as in protobuf)."""
+    payload = text.encode()
+    size = len(payload)
+    return _TAGS[tag] + (_SMALL[size] if size < 128 else varint(size)) + payload
 
 
 def _key(key: str) -> bytes:
@@ -140,7 +144,11 @@ def _attribute(tag: int, key: str, value: Any) -> bytes | None:
             return encoded
     else:
         memo = None
-    any_value = _any_value(value)
+    try:
+        any_value = _any_value(value)
+        key_field = _key(key)
+    except UnicodeEncodeError:  # a lone surrogate: protobuf refuses it too
+        any_value = None
     if any_value is None:
         log_once.warning(
             "otlp-attribute",
@@ -149,7 +157,7 @@ def _attribute(tag: int, key: str, value: Any) -> bytes | None:
             kind.__name__,
         )
         return None
-    encoded = _field(tag, _key(key) + _field(0x12, any_value))
+    encoded = _field(tag, key_field + _field(0x12, any_value))
     if memo is not None and len(value if kind is str else "") < 256:
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()
@@ -169,7 +177,7 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> list[bytes]:
 
 
 def _dropped(tag: int, count: int) -> bytes:
-    return bytes((tag,)) + varint(count) if count else b""
+    return _TAGS[tag] + varint(count) if count else b""
 
 
 def _trace_state(tag: int, context: SpanContext) -> bytes:
@@ -179,49 +187,66 @@ def _trace_state(tag: int, context: SpanContext) -> bytes:
     return _string(tag, ",".join(f"{key}={value}" for key, value in state.items()))
 
 
-class _Ids:
-    """Encoded trace ids, remembered for the last trace (its spans come together)."""
-
-    __slots__ = ("encoded", "trace_id")
-
-    def __init__(self) -> None:
-        self.trace_id = -1
-        self.encoded = b""
-
-    def trace(self, trace_id: int) -> bytes:
-        if trace_id != self.trace_id:
-            self.trace_id = trace_id
-            self.encoded = b"\x0a\x10" + trace_id.to_bytes(16, "big")
-        return self.encoded
-
+_SPAN_ID = struct.Struct(">BBQ").pack  # field 2 (span_id), 8 bytes, big-endian
+_PARENT_ID = struct.Struct(">BBQ").pack  # field 4 (parent_span_id)
+_TRACE_ID = struct.Struct(">BBQQ").pack  # field 1 (trace_id), 16 bytes: high, low halves
+_LOW64 = (1 << 64) - 1
 
 # types whose fields are ReadableSpan's, read directly (not through the properties)
 _DIRECT: frozenset[type] = frozenset({ReadableSpan, LightSpan})
 _names: dict[str, bytes] = {}
-_span_strings: dict[tuple[str, str], bytes] = {}  # (key, str value) -> Span.attributes field
+# Span.attributes fields with a string value (most of them): key -> value -> field bytes,
+# except for keys whose values rarely repeat (ids): encoded each time, not kept
+_span_strings: dict[str, dict[str, bytes]] = {}
+_varied: set[str] = set()
+_VALUES_PER_KEY = 512
 
 
-def _span_attributes(attributes: Any) -> list[bytes]:
-    """Span.attributes fields; string values (most of them) from their own cache."""
-    out = []
-    cache = _span_strings
+def _string_attribute(key: str, value: str) -> bytes:
+    """A Span.attributes field (``KeyValue`` with a string ``AnyValue``)."""
+    payload = value.encode()
+    size = len(payload)
+    any_value = b"\x0a" + (_SMALL[size] if size < 128 else varint(size)) + payload
+    size = len(any_value)
+    pair = (_keys.get(key) or _key(key)) + b"\x12" + (_SMALL[size] if size < 128 else varint(size))
+    size = len(pair) + len(any_value)
+    return b"\x4a" + (_SMALL[size] if size < 128 else varint(size)) + pair + any_value
+
+
+def _span_string(key: str, value: str) -> bytes | None:
+    """A string attribute not in the cache: encoded, and kept unless its key varies."""
+    try:
+        encoded = _string_attribute(key, value)
+    except UnicodeEncodeError:
+        return _attribute(0x4A, key, value)  # left out (and logged), as protobuf would
+    if key in _varied or len(value) >= 256:
+        return encoded
+    values = _span_strings.get(key)
+    if values is None:
+        if len(_span_strings) >= _CACHE_MAX:
+            _span_strings.clear()
+        values = _span_strings[key] = {}
+    if len(values) >= _VALUES_PER_KEY:
+        _varied.add(key)  # an id: a new value almost every time
+        del _span_strings[key]
+    else:
+        values[value] = encoded
+    return encoded
+
+
+def _span_attributes(attributes: Any, out: list[bytes]) -> None:
+    """Append the Span.attributes fields of ``attributes`` to ``out``."""
+    strings = _span_strings
     for key, value in attributes.items():
         if type(value) is str:
-            encoded = cache.get((key, value))
+            values = strings.get(key)
+            encoded = values.get(value) if values is not None else None
             if encoded is None:
-                encoded = _attribute(0x4A, key, value)
-                if encoded is None:
-                    continue
-                if len(value) < 256:
-                    if len(cache) >= _CACHE_MAX:
-                        cache.clear()
-                    cache[(key, value)] = encoded
-            out.append(encoded)
+                encoded = _span_string(key, value)
         else:
             encoded = _attribute(0x4A, key, value)
-            if encoded is not None:
-                out.append(encoded)
-    return out
+        if encoded is not None:
+            out.append(encoded)
 
 
 def _name(name: str) -> bytes:
@@ -234,8 +259,8 @@ def _name(name: str) -> bytes:
     return encoded
 
 
-def encode_span(span: ReadableSpan, ids: _Ids | None = None) -> bytes:
-    """One ``Span`` message (without its enclosing tag)."""
+def _span(span: ReadableSpan, trace_id: bytes) -> bytes:
+    """One ``Span`` message (without its enclosing tag); ``trace_id`` its encoded field."""
     context: Any
     if type(span) in _DIRECT:
         context, parent, attributes = span._context, span._parent, span._attributes
@@ -247,19 +272,16 @@ def encode_span(span: ReadableSpan, ids: _Ids | None = None) -> bytes:
         events, links, status = span.events, span.links, span.status
         dropped = span.dropped_attributes
         name, kind, start, end = span.name, span.kind, span.start_time, span.end_time
-    parts = [
-        (ids or _Ids()).trace(context.trace_id),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-    ]
+    parts = [trace_id, _SPAN_ID(0x12, 8, context.span_id)]
     if context.trace_state:
         parts.append(_trace_state(0x1A, context))
     if parent is not None:
-        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    parts.append(_name(name))
+        parts.append(_PARENT_ID(0x22, 8, parent.span_id))
+    parts.append(_names.get(name) or _name(name))
     parts.append(_KIND[kind])
     parts.append(_TIMES(0x39, start or 0, 0x41, end or 0))
     if attributes:
-        parts += _span_attributes(attributes)
+        _span_attributes(attributes, parts)
     if dropped:
         parts.append(_dropped(0x50, dropped))
     if events:
@@ -270,7 +292,9 @@ def encode_span(span: ReadableSpan, ids: _Ids | None = None) -> bytes:
         parts += [_field(0x6A, _link(link)) for link in links]
     if type(links) is not tuple:
         parts.append(_dropped(0x70, span.dropped_links))
-    if status is not None:
+    if status is _UNSET or status is None:
+        parts.append(_STATUS_UNSET if status is not None else b"")
+    else:
         code = status.status_code
         if code is StatusCode.UNSET and not status.description:
             parts.append(_STATUS_UNSET)
@@ -278,6 +302,12 @@ def encode_span(span: ReadableSpan, ids: _Ids | None = None) -> bytes:
             parts.append(_status(code.value, status.description))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
+
+
+def encode_span(span: ReadableSpan) -> bytes:
+    """One ``Span`` message (without its enclosing tag)."""
+    trace_id = span.context.trace_id
+    return _span(span, _TRACE_ID(0x0A, 16, trace_id >> 64, trace_id & _LOW64))
 
 
 def _event(event: Any) -> bytes:
@@ -397,17 +427,25 @@ def _groups(spans: Sequence[ReadableSpan]) -> list[_Group]:
 
 def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     """The ``ExportTraceServiceRequest`` of ``spans``, serialized."""
-    ids = _Ids()
     request = []
+    last_trace, trace_field = -1, b""
     for resource, scopes in _groups(spans):
         resource_part, resource_schema = _ENCODED.resource(resource)
         scope_spans = []
         for scope, members in scopes:
             scope_part, scope_schema = _ENCODED.scope(scope)
             body = [scope_part]
+            append = body.append
             for span in members:
-                body.append(_field(0x12, encode_span(span, ids)))
-            body.append(scope_schema)
+                trace_id = span.context.trace_id
+                if trace_id != last_trace:  # a trace's spans come together: encoded once
+                    last_trace = trace_id
+                    trace_field = _TRACE_ID(0x0A, 16, trace_id >> 64, trace_id & _LOW64)
+                encoded = _span(span, trace_field)
+                size = len(encoded)
+                append(b"\x12" + (_SMALL[size] if size < 128 else varint(size)))
+                append(encoded)
+            append(scope_schema)
             scope_spans.append(_long_field(0x12, b"".join(body)))
         resource_body = b"".join([resource_part, *scope_spans, resource_schema])
         request.append(_long_field(0x0A, resource_body))
@@ -415,4 +453,4 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
 
 
 def _long_field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + varint(len(payload)) + payload
+    return _TAGS[tag] + varint(len(payload)) + payload
