@@ -1,7 +1,7 @@
 """Local OTLP/HTTP endpoints for the benchmarks: a fast counting receiver and a blackhole.
 
 ``python -m bench.sink`` serves ``POST /v1/traces`` on a free 127.0.0.1 port
-(printed as the first stdout line), parses each body as an
+(printed as the first stdout line), parses each body (gzip or deflate too) as an
 ``ExportTraceServiceRequest`` (protobuf, C-accelerated: no per-span Python
 objects) and counts the spans; ``GET /count`` answers
 ``{"spans": N, "requests": M}``. It runs in its own process so that its CPU is
@@ -19,12 +19,14 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import subprocess
 import sys
 import threading
 import urllib.request
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -65,6 +67,11 @@ class _Handler(BaseHTTPRequestHandler):
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        encoding = self.headers.get("Content-Encoding")
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
         request = pb.ExportTraceServiceRequest.FromString(body)
         spans = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
         counter = self.server.counter

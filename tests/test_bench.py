@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from bench import common
+from bench import export as bench_export
+from bench import export_cost as bench_export_cost
 from bench import requests as bench_requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +46,14 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.mark.servers
 def test_quick_run_writes_every_result_and_the_machine(quick_report):
-    assert set(quick_report["results"]) == {"span_cost", "export", "memory", "requests"}
+    assert set(quick_report["results"]) == {
+        "span_cost",
+        "export_cost",
+        "encoding",
+        "export",
+        "memory",
+        "requests",
+    }
     machine = quick_report["machine"]
     assert machine["nproc"] >= 1 and machine["cpu"] and machine["python"]
     table = quick_report["table"].splitlines()
@@ -66,6 +75,7 @@ def test_requests_compares_every_configuration_with_not_installed(quick_report):
     assert configs["disabled"]["bridge_status"]["exported"] == 0
     assert configs["enabled-unsigned"]["bridge_status"]["exported"] == 0
     assert configs["enabled-signed"]["bridge_status"]["exported"] > 0
+    assert configs["enabled-signed"]["spans_per_request"] > 1
     for name in ("signed-down", "signed-blackhole"):
         assert configs[name]["bridge_status"]["exported"] == 0
         assert configs[name]["latency_ratio_vs_signed_healthy"] > 0
@@ -79,16 +89,36 @@ def test_span_cost_export_and_memory_report_their_figures(quick_report):
     span = results["span_cost"]
     assert set(span["ns_per_span"]) == {
         "bridge",
+        "osprofiler_noop",
+        "otel_sdk_same_attributes",
         "otel_sdk",
         "otel_sdk_same_span",
-        "osprofiler_noop",
+        "bridge_root",
+        "osprofiler_noop_root",
     }
     assert all(v > 0 for v in span["ns_per_span"].values())
     assert span["driver_status"]["open_spans"] == 0
+    assert span["driver_status"]["exported"] > 0
+    cost = results["export_cost"]
+    assert set(cost["ns_per_span"]) == set(bench_export_cost.VARIANTS)
+    assert all(v > 0 for v in cost["ns_per_span"].values())
+    assert cost["export_thread_ns_per_span"]["bridge"] > 0
+    assert cost["receiver_spans"] > 0
+    encoding = results["encoding"]
+    assert set(encoding["ns_per_span"]) == {
+        "sdk",
+        "protobuf_direct",
+        "bridge",
+        "gzip_sdk",
+        "gzip_fast",
+    }
     export = results["export"]
     assert export["receiver_matches_exporter"] is True
     assert export["zero_drops_below_capacity"] is True
     assert export["summary"]["sustained"]["exported"] == [export["spans_sustained"]]
+    assert export["export_thread_ns_per_span"] > 0
+    assert export["protocols_receivers_match_exporters"] is True
+    assert set(export["protocols"]) == set(bench_export.PROTOCOLS)
     assert max(export["summary"]["burst_over"]["dropped_queue_full"]) > 0  # counted, not silent
     memory = results["memory"]
     assert memory["exported"] == memory["spans"]
@@ -124,6 +154,6 @@ def test_table_is_markdown_with_aligned_columns():
     assert lines[1] == "|------|--------|"
     assert lines[2] == "| a    | 1.235  |"
     assert lines[3] == "| bb   | 20,000 |"
-    assert common.verdict(1.01, 1.02) == "ok"
-    assert common.verdict(1.03, 1.02) == "MISSED"
-    assert common.verdict(25_000, 20_000, at_most=False) == "ok"
+    assert common.verdict(1.01, 1.02) == "PASS"
+    assert common.verdict(1.03, 1.02) == "MISS"
+    assert common.verdict(25_000, 20_000, at_most=False) == "PASS"
