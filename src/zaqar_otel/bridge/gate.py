@@ -12,6 +12,7 @@ answers not marked as errors (``zaqar_otel.bridge.conventions``).
 
 from __future__ import annotations
 
+import contextvars
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -40,8 +41,24 @@ PROFILED = context_api.create_key("zaqar_otel.profiled")
 EXPECTED_RESPONSE_EVENT = "expected database response"
 
 
+def _current_context() -> Callable[[], context_api.Context]:
+    """``context_api.get_current``, or the ContextVar's own ``get`` behind it (the default
+    runtime context): called for every database call, profiled or not."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(
+        variable, contextvars.ContextVar
+    ):
+        return variable.get
+    return context_api.get_current
+
+
+_current = _current_context()
+
+
 def in_profiled_request(context: context_api.Context | None = None) -> bool:
-    return bool(context_api.get_value(PROFILED, context))
+    """Whether ``context`` (the current one by default) is inside a profiled request."""
+    return bool((_current() if context is None else context).get(PROFILED))
 
 
 STATEMENT_KEYS = frozenset({old_db.DB_STATEMENT, DB_QUERY_TEXT})
