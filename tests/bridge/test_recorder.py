@@ -281,3 +281,38 @@ def test_a_disabled_tracer_records_nothing():
     config.is_enabled = False
     _one_request(bridge)
     assert memory.get_finished_spans() == ()
+
+
+def test_scalars_fast_then_the_count_limit_as_the_sdk():
+    def operations(span: Any) -> None:
+        for n in range(5):
+            span.set_attribute(f"k{n}", n)
+        span.set_attribute("count", 9)  # re-set: moves to the newest
+        span.set_attributes({"k1": "again", "t": (1, 2)})
+
+    _, light = _same(operations, SpanLimits(max_span_attributes=4))
+    assert light.dropped_attributes
+
+
+def test_a_child_span_of_an_instrumentation_is_the_sdks_span():
+    """What the DB gate starts (Recorder.start_child) against the SDK's tracer.start_span."""
+    provider, memory = _provider()
+    tracer = provider.get_tracer("opentelemetry.instrumentation.redis", "0.1")
+    recorder = Recorder.for_tracer(tracer)
+    assert recorder is not None
+    parent = SpanContext(TRACE, PARENT, False, TraceFlags(1), trace.TraceState([("k", "v")]))
+    context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    attributes = {"db.system.name": "redis", "list": ["a", "b"], "none": None, "": "dropped"}
+    links = [trace.Link(SpanContext(0xAB, 0xCD, True, TraceFlags(1)), {"a": 1})]
+    sdk = tracer.start_span("GET", context, SpanKind.CLIENT, attributes, links, START)
+    light = recorder.start_child("GET", context, SpanKind.CLIENT, attributes, links, START)
+    for span in (sdk, light):
+        span.set_attribute("db.response.status_code", "OK")
+        span.end(end_time=START + 10)
+    finished_sdk, finished_light = memory.get_finished_spans()
+    assert finished_light is light
+    ours, theirs = _fields(finished_light), _fields(finished_sdk)
+    assert ours.pop("context").span_id != theirs.pop("context").span_id  # fresh ids, each
+    assert ours == theirs
+    assert light.context.trace_id == TRACE and light.context.trace_state == parent.trace_state
+    assert light.parent == parent

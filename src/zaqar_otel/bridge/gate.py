@@ -35,6 +35,7 @@ from zaqar_otel.bridge import conventions
 from zaqar_otel.bridge.attributes import sanitize_sql
 from zaqar_otel.bridge.flags import request_flags
 from zaqar_otel.bridge.logs import LOG
+from zaqar_otel.bridge.recorder import Recorder
 from zaqar_otel.bridge.redact import scrub_error_text
 
 PROFILED = context_api.create_key("zaqar_otel.profiled")
@@ -101,9 +102,13 @@ class DbSpan(trace.Span):
         return translated
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        translated = self._clean({key: value})
-        if translated:
-            self._inner.set_attributes(translated)
+        # what _clean does for one key, without building dicts (instrumentations set many)
+        self._seen[key] = value
+        for new_key, new_value in conventions.translate(key, value, self._keep_old):
+            if not self._full and new_key in STATEMENT_KEYS and isinstance(new_value, str):
+                new_value = sanitize_sql(new_value)
+            self._seen[new_key] = new_value
+            self._inner.set_attribute(new_key, new_value)
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
         translated = self._clean(attributes)
@@ -217,6 +222,8 @@ class GatedTracer(trace.Tracer):
         self._inner = inner
         self._full_statements = full_statements
         self._keep_old = keep_old
+        # DB spans are LightSpans too where the tracer allows (zaqar_otel.bridge.recorder)
+        self._recorder = Recorder.for_tracer(inner)
 
     def start_span(
         self,
@@ -234,17 +241,23 @@ class GatedTracer(trace.Tracer):
         flags = request_flags(context)  # trace_db_statements as the request read it
         full = flags.statements if flags is not None else self._full_statements()
         translated = conventions.translate_all(attributes, self._keep_old) if attributes else None
-        span = DbSpan(
-            self._inner.start_span(
+        clean = translated if full else _sanitized(translated)
+        recorder = self._recorder
+        if recorder is not None and recorder.usable():
+            inner: trace.Span = recorder.start_child(name, context, kind, clean, links, start_time)
+        else:
+            inner = self._inner.start_span(
                 name,
                 context,
                 kind,
-                translated if full else _sanitized(translated),
+                clean,
                 links,
                 start_time,
                 record_exception,
                 set_status_on_exception,
-            ),
+            )
+        span = DbSpan(
+            inner,
             name,
             full,
             self._keep_old,

@@ -58,12 +58,16 @@ from opentelemetry.semconv.attributes.exception_attributes import (
     EXCEPTION_STACKTRACE,
     EXCEPTION_TYPE,
 )
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry import context as context_api
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
 
 from zaqar_otel.bridge.logs import LOG
 
 _UNSET = Status(StatusCode.UNSET)
+_SCALARS = frozenset({str, bool, int, float})
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | 0x02)  # W3C level 2: random trace id
 _EXCEPTION_ESCAPED = "exception.escaped"
 
 
@@ -128,15 +132,35 @@ class LightSpan(trace.Span, ReadableSpan):
             )
         return attributes  # type: ignore[no-any-return]
 
+    def _put(self, key: str, value: Any) -> None:
+        """One attribute (under the lock): a scalar straight into the plain dict when no limit
+        applies (what ``BoundedAttributes`` would store), anything else through it."""
+        attributes = self._attributes
+        recorder = self._recorder
+        if (
+            type(value) in _SCALARS
+            and type(attributes) is dict
+            and type(key) is str
+            and key
+            and recorder.plain
+            and len(attributes) < recorder.room
+        ):
+            if key in attributes:
+                del attributes[key]  # re-set: newest, as BoundedAttributes does
+            attributes[key] = value
+        else:
+            self._bounded()[key] = value
+
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
         with self._recorder.lock:
             if not self._ended("set_attribute"):
-                self._bounded()[key] = value
+                self._put(key, value)
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
         with self._recorder.lock:
             if not self._ended("set_attributes"):
-                self._bounded()._set_items(attributes)
+                for key, value in attributes.items():
+                    self._put(key, value)
 
     def set_clean(self, attributes: Mapping[str, Any]) -> None:
         """The bridge's own attributes (clean by construction: str, bool, int, float)."""
@@ -303,7 +327,9 @@ class Recorder:
         self._checked: tuple[SpanProcessor, ...] | None = None
         self._quiet = False
         self._attribute_count = self.limits.max_span_attributes
-        self._plain = self.limits.max_span_attribute_length is None
+        # no value length limit; how many attributes fit (the count limit)
+        self.plain = self.limits.max_span_attribute_length is None
+        self.room = self._attribute_count if self._attribute_count is not None else 1 << 62
 
     @classmethod
     def for_tracer(cls, tracer: trace.Tracer) -> Recorder | None:
@@ -338,7 +364,7 @@ class Recorder:
     def bounds_attributes(self, attributes: dict[str, Any]) -> bool:
         """Whether the span limits cut ``attributes`` (then ``BoundedAttributes`` does it)."""
         count = self._attribute_count
-        return not self._plain or (count is not None and len(attributes) > count)
+        return not self.plain or (count is not None and len(attributes) > count)
 
     def start(
         self,
@@ -348,4 +374,36 @@ class Recorder:
         kind: SpanKind,
         attributes: dict[str, Any],
     ) -> LightSpan:
+        """A span with these ids and (clean) attributes, started now."""
         return LightSpan(self, name, context, parent, kind, attributes, time_ns())
+
+    def start_child(
+        self,
+        name: str,
+        context: context_api.Context | None,
+        kind: SpanKind,
+        attributes: types.Attributes,
+        links: Any,
+        start_time: int | None,
+    ) -> LightSpan:
+        """A span of an instrumentation, child of the span current in ``context``: ids from
+        the tracer's id generator, trace flags and state from the parent, as the SDK does."""
+        parent: SpanContext | None = trace.get_current_span(context).get_span_context()
+        generator = self.tracer.id_generator
+        if parent is not None and parent.is_valid:
+            flags = _SAMPLED_RANDOM if parent.trace_flags & 0x02 else _SAMPLED
+            ids = SpanContext(
+                parent.trace_id, generator.generate_span_id(), False, flags, parent.trace_state
+            )
+        else:
+            parent = None
+            trace_id = generator.generate_trace_id()
+            random = getattr(generator, "is_trace_id_random", lambda: False)()
+            flags = _SAMPLED_RANDOM if random else _SAMPLED
+            ids = SpanContext(trace_id, generator.generate_span_id(), False, flags)
+        span = LightSpan(self, name, ids, parent, kind, {}, start_time or time_ns())
+        if attributes:
+            span.set_attributes(attributes)
+        for link in links or ():
+            span.add_link(link.context, link.attributes)
+        return span
