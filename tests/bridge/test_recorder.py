@@ -316,3 +316,30 @@ def test_a_child_span_of_an_instrumentation_is_the_sdks_span():
     assert ours == theirs
     assert light.context.trace_id == TRACE and light.context.trace_state == parent.trace_state
     assert light.parent == parent
+
+
+def test_the_light_tracer_as_the_sdk_tracer():
+    """The bridge's own spans (provider.tracer(): messages, outgoing calls) with the SDK's
+    semantics: current while open, an exception recorded with its status."""
+    from zaqar_otel.bridge.recorder import LightTracer
+
+    provider, memory = _provider()
+    tracer = provider.get_tracer("zaqar_otel.outgoing")
+    light = LightTracer(tracer)
+    for each in (tracer, light):
+        with pytest.raises(KeyError):
+            with each.start_as_current_span("POST", kind=SpanKind.CLIENT, attributes={"a": 1}):
+                assert trace.get_current_span().name == "POST"
+                raise KeyError("gone")
+        with each.start_span("manual", start_time=START) as span:
+            span.set_attribute("b", 2)
+    sdk_post, sdk_manual, light_post, light_manual = memory.get_finished_spans()
+    assert isinstance(light_post, LightSpan) and isinstance(light_manual, LightSpan)
+    for ours, theirs in ((light_post, sdk_post), (light_manual, sdk_manual)):
+        mine, other = _fields(ours), _fields(theirs)
+        for key in ("context", "start", "end"):
+            mine.pop(key), other.pop(key)
+        for fields in (mine, other):  # the stack trace differs by its line numbers
+            fields["events"] = [(name, sorted(attrs)) for name, _, attrs in fields["events"]]
+        assert mine == other
+    assert light_post.status.status_code is StatusCode.ERROR

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from time import time_ns
 from types import CodeType
 from typing import Any
@@ -262,6 +263,14 @@ class LightSpan(trace.Span, ReadableSpan):
             event.update(attributes)
         self.add_event("exception", event, timestamp)
 
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        """``with span:``: an exception is recorded and sets the status, as the SDK's span does
+        with its defaults; then the span ends."""
+        if exc_val is not None and self.is_recording():
+            self.record_exception(exc_val, escaped=True)
+            self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
     def end(self, end_time: int | None = None) -> None:
         recorder = self._recorder
         with recorder.lock:
@@ -407,3 +416,69 @@ class Recorder:
         for link in links or ():
             span.add_link(link.context, link.attributes)
         return span
+
+
+class LightTracer(trace.Tracer):
+    """A tracer whose spans are ``LightSpan``s while the provider allows (``Recorder.usable``),
+    the SDK tracer's spans otherwise: for spans the bridge starts itself inside profiled
+    requests (messages posted, calls to other services)."""
+
+    def __init__(self, inner: trace.Tracer) -> None:
+        self._inner = inner
+        self._recorder = Recorder.for_tracer(inner)
+
+    def start_span(
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Any = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        recorder = self._recorder
+        if recorder is not None and recorder.usable():
+            return recorder.start_child(name, context, kind, attributes, links, start_time)
+        return self._inner.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+
+    @contextmanager
+    def start_as_current_span(  # type: ignore[override]
+        self,
+        name: str,
+        context: context_api.Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: types.Attributes = None,
+        links: Any = None,
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        span = self.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        ) as current:
+            yield current
