@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -283,31 +283,6 @@ class GatedTracer(trace.Tracer):
             # Every DB call of an unprofiled request comes here: no span, no
             # context switch, no generator: the cheapest way through.
             return _NOT_PROFILED
-        return self._current_span(
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-            end_on_exit,
-        )
-
-    @contextmanager
-    def _current_span(
-        self,
-        name: str,
-        context: context_api.Context | None,
-        kind: trace.SpanKind,
-        attributes: types.Attributes,
-        links: Sequence[trace.Link] | None,
-        start_time: int | None,
-        record_exception: bool,
-        set_status_on_exception: bool,
-        end_on_exit: bool,
-    ) -> Iterator[trace.Span]:
         span = self.start_span(
             name,
             context,
@@ -318,15 +293,36 @@ class GatedTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
         )
-        with trace.use_span(
-            span, end_on_exit=end_on_exit, record_exception=False, set_status_on_exception=False
-        ) as current:
-            try:
-                yield current
-            except Exception as exception:
-                if isinstance(span, DbSpan):
-                    span.fail(exception, record_exception, set_status_on_exception)
-                raise
+        return _CurrentSpan(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+class _CurrentSpan:
+    """``trace.use_span`` for a DB span, as a plain context manager (no generator): the span
+    current while the block runs; an exception is what ``DbSpan.fail`` makes of it."""
+
+    __slots__ = ("end_on_exit", "record_exception", "set_status", "span", "token")
+
+    def __init__(
+        self, span: trace.Span, end_on_exit: bool, record_exception: bool, set_status: bool
+    ) -> None:
+        self.span = span
+        self.end_on_exit = end_on_exit
+        self.record_exception = record_exception
+        self.set_status = set_status
+        self.token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self.token = context_api.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        try:
+            if isinstance(exc, Exception) and isinstance(self.span, DbSpan):
+                self.span.fail(exc, self.record_exception, self.set_status)
+        finally:
+            context_api.detach(self.token)  # type: ignore[arg-type]
+            if self.end_on_exit:
+                self.span.end()
 
 
 class GatedTracerProvider(trace.TracerProvider):
