@@ -1,13 +1,13 @@
 """A counting OTLP/gRPC receiver for the benchmarks (``bench.sink`` is its HTTP sibling).
 
-``python -m bench.grpc_sink`` serves the OTLP ``TraceService/Export`` method on a free
-127.0.0.1 port, parses each request (C-accelerated protobuf) and counts the spans;
-``GET /count`` on a second port answers ``{"spans": N, "requests": M}``. The first
-stdout line is ``GRPC_PORT HTTP_PORT``.
+``python -m bench.grpc_sink GRPC_PORT COUNT_PORT`` serves the OTLP
+``TraceService/Export`` method on 127.0.0.1:GRPC_PORT, parses each request
+(C-accelerated protobuf) and counts the spans; ``GET /count`` on COUNT_PORT answers
+``{"spans": N, "requests": M}``.
 
 Usage::
 
-    with grpc_sink.GrpcSink() as receiver:   # a subprocess
+    with grpc_sink.GrpcSink() as receiver:   # a subprocess (a ServerProcess)
         receiver.endpoint                    # 127.0.0.1:PORT (gRPC, insecure)
         receiver.count()                     # {"spans": ..., "requests": ...}
 """
@@ -15,18 +15,17 @@ Usage::
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import urllib.request
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT
+from zaqar_otel.demo.process import LOCALHOST, ServerProcess, http_get, pick_port
 
-LOCALHOST = "127.0.0.1"
 _counts = {"spans": 0, "requests": 0}
 _lock = threading.Lock()
 
@@ -56,24 +55,30 @@ class _Count(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class GrpcSink:
+class GrpcSink(ServerProcess):
     """The counting gRPC receiver in a subprocess (``python -m bench.grpc_sink``)."""
 
-    def __init__(self) -> None:
-        self.process: subprocess.Popen[str] | None = None
-        self.port = self.count_port = 0
+    name = "grpc-sink"
 
-    def start(self) -> GrpcSink:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.grpc_sink"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        ports = self.process.stdout.readline().split()
-        if len(ports) != 2 or not all(p.isdigit() for p in ports):
-            self.stop()
-            raise RuntimeError(f"bench.grpc_sink did not start (said {ports!r})")
-        self.port, self.count_port = int(ports[0]), int(ports[1])
-        return self
+    def __init__(self) -> None:
+        self.count_port = pick_port()
+        super().__init__(startup_timeout=30)
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.grpc_sink", str(self.port), str(self.count_port)]
+
+    def _cwd(self) -> Path:
+        return ROOT
+
+    def _ports(self) -> list[int]:
+        return [self.port, self.count_port]
+
+    def _new_ports(self) -> bool:
+        self.count_port = pick_port()
+        return super()._new_ports()
+
+    def _is_ready(self) -> bool:
+        return http_get(f"http://{LOCALHOST}:{self.count_port}/count", timeout=1)[0] == 200
 
     @property
     def endpoint(self) -> str:
@@ -84,26 +89,11 @@ class GrpcSink:
         with urllib.request.urlopen(url, timeout=10) as answer:
             return dict(json.load(answer))
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
 
-    def __enter__(self) -> GrpcSink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import grpc
+
+    grpc_port, count_port = (int(arg) for arg in (argv or sys.argv[1:3]))
 
     handler = grpc.method_handlers_generic_handler(
         "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -114,10 +104,9 @@ def main() -> int:
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port(f"{LOCALHOST}:0")
+    server.add_insecure_port(f"{LOCALHOST}:{grpc_port}")
     server.start()
-    counter = ThreadingHTTPServer((LOCALHOST, 0), _Count)
-    print(port, counter.server_address[1], flush=True)
+    counter = ThreadingHTTPServer((LOCALHOST, count_port), _Count)
     try:
         counter.serve_forever(poll_interval=0.1)
     except KeyboardInterrupt:
