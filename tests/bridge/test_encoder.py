@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
@@ -196,3 +197,86 @@ def test_varint():
         decoded = sum((byte & 0x7F) << (7 * i) for i, byte in enumerate(encoded))
         assert decoded == value
         assert all(byte & 0x80 for byte in encoded[:-1]) and not encoded[-1] & 0x80
+
+
+class _OtherSpan(ReadableSpan):
+    """A ReadableSpan type the encoder does not read field by field (through properties)."""
+
+
+def test_another_span_type_keeps_its_dropped_counts():
+    provider, exporter = _provider(limits=SpanLimits(max_events=1, max_links=1))
+    links = [Link(_remote(1, 2)), Link(_remote(3, 4))]
+    span = provider.get_tracer("t").start_span("s", links=links)
+    span.add_event("kept")
+    span.add_event("dropped")
+    span.end()
+    [finished] = exporter.get_finished_spans()
+    other = copy.copy(finished)
+    other.__class__ = _OtherSpan
+    assert other.dropped_events == 1 and other.dropped_links == 1
+    decoded = _decoded(encoder.encode_spans([other]))
+    encoded_span = decoded.resource_spans[0].scope_spans[0].spans[0]
+    assert (encoded_span.dropped_events_count, encoded_span.dropped_links_count) == (1, 1)
+    _same([other])
+
+
+def test_equal_values_of_different_types_stay_apart():
+    provider, exporter = _provider()
+    tracer = provider.get_tracer("t")
+    for value in (1, True, 1.0, "1", 1, True):  # 1 == True == 1.0: the cache keeps the type
+        tracer.start_span("s", attributes={"same.key": value}).end()
+    spans = exporter.get_finished_spans()
+    values = [
+        span.attributes[0].value
+        for span in _decoded(encoder.encode_spans(spans)).resource_spans[0].scope_spans[0].spans
+    ]
+    assert [v.WhichOneof("value") for v in values] == [
+        "int_value",
+        "bool_value",
+        "double_value",
+        "string_value",
+        "int_value",
+        "bool_value",
+    ]
+    _same(spans)
+
+
+def test_interleaved_traces_keep_their_own_trace_ids():
+    provider, exporter = _provider()
+    other, other_exporter = _provider(Resource.create({"service.name": "other"}))
+    tracer, other_tracer = provider.get_tracer("t"), other.get_tracer("t")
+    roots = [tracer.start_span(f"root-{n}") for n in range(3)]
+    for n in range(6):  # children of the three traces, alternating, and another service's
+        root = roots[n % 3]
+        tracer.start_span(f"child-{n}", set_span_in_context(root)).end()
+        other_tracer.start_span(f"other-{n}", set_span_in_context(root)).end()
+    for root in roots:
+        root.end()
+    mixed = [*exporter.get_finished_spans(), *other_exporter.get_finished_spans()]
+    mixed.sort(key=lambda span: span.start_time or 0)
+    decoded = _decoded(encoder.encode_spans(mixed))
+    by_name = {
+        span.name: int.from_bytes(span.trace_id, "big")
+        for resource in decoded.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    }
+    assert by_name == {span.name: span.context.trace_id for span in mixed}
+    _same(mixed)
+
+
+def test_light_spans_and_sdk_spans_in_one_batch():
+    """The bridge's LightSpans and an instrumentation's SDK spans share a resource (and
+    here a scope): grouped as the SDK's encoder groups them."""
+    from zaqar_otel.bridge.recorder import LightTracer
+
+    provider, exporter = _provider()
+    tracer = provider.get_tracer("zaqar_otel", "1")
+    db_tracer = provider.get_tracer("opentelemetry.instrumentation.redis", "0.1")
+    with LightTracer(tracer).start_as_current_span("POST", kind=SpanKind.SERVER) as light:
+        db_tracer.start_span("EVALSHA", kind=SpanKind.CLIENT, attributes={"db": "r"}).end()
+        tracer.start_span("SDK span, same scope", attributes={"n": 1}).end()
+        light.set_attribute("http.response.status_code", 201)
+    spans = exporter.get_finished_spans()
+    assert sum(type(span).__name__ == "LightSpan" for span in spans) == 1
+    _same(spans)

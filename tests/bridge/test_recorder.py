@@ -343,3 +343,14 @@ def test_the_light_tracer_as_the_sdk_tracer():
             fields["events"] = [(name, sorted(attrs)) for name, _, attrs in fields["events"]]
         assert mine == other
     assert light_post.status.status_code is StatusCode.ERROR
+
+
+def test_a_local_parent_as_the_sdk():
+    """A parent span of this process (not remote): the span's flags say so in OTLP too."""
+    sdk, light, memory = _pair(parent_remote=False)
+    for span in (sdk, light):
+        span.end(end_time=START + 1000)
+    finished_sdk, finished_light = memory.get_finished_spans()
+    assert _fields(finished_light) == _fields(finished_sdk)
+    assert not finished_light.parent.is_remote
+    assert encoder.encode_spans([light]) == sdk_encode([finished_sdk]).SerializeToString()

@@ -228,7 +228,7 @@ def _span_string(key: str, value: str) -> bytes | None:
         values = _span_strings[key] = {}
     if len(values) >= _VALUES_PER_KEY:
         _varied.add(key)  # an id: a new value almost every time
-        del _span_strings[key]
+        _span_strings.pop(key, None)  # (another export thread may have cleared it)
     else:
         values[value] = encoded
     return encoded
@@ -266,11 +266,15 @@ def _span(span: ReadableSpan, trace_id: bytes) -> bytes:
         context, parent, attributes = span._context, span._parent, span._attributes
         events, links, status = span._events, span._links, span._status
         dropped = 0 if type(attributes) is dict else span.dropped_attributes
+        # a tuple dropped nothing; a BoundedList may have dropped some (or all)
+        dropped_events = 0 if type(events) is tuple else span.dropped_events
+        dropped_links = 0 if type(links) is tuple else span.dropped_links
         name, kind, start, end = span._name, span._kind, span._start_time, span._end_time
-    else:
+    else:  # another ReadableSpan type: its properties (events, links are tuples there)
         context, parent, attributes = span.context, span.parent, span.attributes
         events, links, status = span.events, span.links, span.status
-        dropped = span.dropped_attributes
+        dropped, dropped_events = span.dropped_attributes, span.dropped_events
+        dropped_links = span.dropped_links
         name, kind, start, end = span.name, span.kind, span.start_time, span.end_time
     parts = [trace_id, _SPAN_ID(0x12, 8, context.span_id)]
     if context.trace_state:
@@ -286,12 +290,12 @@ def _span(span: ReadableSpan, trace_id: bytes) -> bytes:
         parts.append(_dropped(0x50, dropped))
     if events:
         parts += [_field(0x5A, _event(event)) for event in events]
-    if type(events) is not tuple:  # a BoundedList may have dropped some (or all)
-        parts.append(_dropped(0x60, span.dropped_events))
+    if dropped_events:
+        parts.append(_dropped(0x60, dropped_events))
     if links:
         parts += [_field(0x6A, _link(link)) for link in links]
-    if type(links) is not tuple:
-        parts.append(_dropped(0x70, span.dropped_links))
+    if dropped_links:
+        parts.append(_dropped(0x70, dropped_links))
     if status is _UNSET or status is None:
         parts.append(_STATUS_UNSET if status is not None else b"")
     else:
