@@ -252,7 +252,7 @@ def _without_trace_ids(trace: dict) -> str:
 
 def test_jaeger_stores_the_same_trace_from_both(jaeger_server):
     ours_id, theirs_id = 0x1A2B3C4D5E6F7081, 0x1A2B3C4D5E6F7082
-    url = jaeger_server.otlp_traces_url
+    url = f"{jaeger_server.otlp_http_endpoint}/v1/traces"
     _export(otlp.HttpSpanExporter(endpoint=url), _spans(ours_id))
     _export(StockHttpExporter(endpoint=url), _spans(theirs_id))
     ours, theirs = _jaeger_trace(jaeger_server, ours_id), _jaeger_trace(jaeger_server, theirs_id)
