@@ -287,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     machine = common.machine()
+    taken_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for name in chosen:
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds[name] = round(time.monotonic() - started, 1)
     table = common.table(rows(results), ["measure", "value", "target", "verdict"])
     report = {
+        "taken_at": taken_at,
         "machine": machine,
         "loadavg_at_end": list(os.getloadavg()),
         "seconds": seconds,
@@ -308,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     path = common.write_result("bench", report)
     print(table)
     print(f"\nmachine: {json.dumps(machine)}\nresults: {path}")
+    if not args.quick:
+        print("bench/README.md's table from this run: python -m bench.readme", file=sys.stderr)
     return 0
 
 

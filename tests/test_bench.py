@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,19 @@ import pytest
 from bench import common
 from bench import export as bench_export
 from bench import export_cost as bench_export_cost
+from bench import readme as bench_readme
 from bench import requests as bench_requests
 
 ROOT = Path(__file__).resolve().parent.parent
+HEADER = ["measure", "value", "target", "verdict"]
+# issue 13's targets (fast path): each has a row with a target and a verdict
+FAST_PATH_TARGETS = (
+    "2. bridge per span (bridge - OSProfiler alone) / SDK span, same attributes",
+    "5. with export: (bridge - OSProfiler alone) / SDK span + SDK OTLP/HTTP exporter",
+    "1. latency, enabled, request signed",
+    "1. latency, enabled, request not signed",
+    "3. OTLP/HTTP export, sustained (spans/s), drops",
+)
 
 
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -161,3 +172,72 @@ def test_table_is_markdown_with_aligned_columns():
     assert common.verdict(1.01, 1.02) == "PASS"
     assert common.verdict(1.03, 1.02) == "MISS"
     assert common.verdict(25_000, 20_000, at_most=False) == "PASS"
+
+
+def _cells(table: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()]
+
+
+def _readme_table() -> str:
+    text = bench_readme.README.read_text()
+    block = text[text.index(bench_readme.BEGIN) : text.index(bench_readme.END)]
+    return "\n".join(line for line in block.splitlines() if line.startswith("|"))
+
+
+def _measure(label: str) -> str:
+    return re.sub(r"\d[\d,.]*", "N", label)  # counts that depend on the run's sizes
+
+
+def _report(quick: bool = False) -> dict[str, Any]:
+    return {
+        "taken_at": "2026-12-02 03:00 UTC",
+        "quick": quick,
+        "seconds": {"span_cost": 60.0, "requests": 180.0},
+        "machine": {
+            "nproc": 2,
+            "cpu": "CPU",
+            "memory_gib": 1.0,
+            "python": "3.11",
+            "loadavg_at_start": [1.0, 2.0, 3.0],
+        },
+        "loadavg_at_end": [0.5, 0.25, 0.125],
+        "table": common.table([["2. x", "1.00", "<= 1.3", "PASS"]], HEADER),
+    }
+
+
+def test_readme_table_goes_between_its_markers():
+    begin, end = bench_readme.BEGIN, bench_readme.END
+    text = f"intro\n{begin}\nthe old table\n{end}\nafter\n"
+    new = bench_readme.update(text, _report())
+    assert new.startswith(f"intro\n{begin}\n") and new.endswith(f"\n{end}\nafter\n")
+    assert "the old table" not in new and _report()["table"] in new
+    assert "2026-12-02 03:00 UTC" in new and "(4 minutes)" in new and "1.00/2.00/3.00" in new
+    assert bench_readme.update(new, _report()) == new
+
+
+def test_readme_refuses_a_quick_run_and_a_readme_without_markers():
+    with pytest.raises(bench_readme.ReadmeError, match="--quick"):
+        bench_readme.update(f"{bench_readme.BEGIN}\n{bench_readme.END}", _report(quick=True))
+    with pytest.raises(bench_readme.ReadmeError, match="no "):
+        bench_readme.update("no markers", _report())
+
+
+def test_readme_table_is_a_bench_table_with_every_fast_path_target():
+    table = _readme_table()
+    cells = _cells(table)
+    header, rows = cells[0], cells[2:]
+    assert header == HEADER
+    assert table == common.table(rows, header)  # as the bench prints it, column widths too
+    for row in rows:
+        assert row[3] in ("PASS", "MISS", "-") or row[3].startswith("counter off by")
+    for target in FAST_PATH_TARGETS:
+        [row] = [row for row in rows if row[0].startswith(target)]
+        assert row[2] != "report" and row[3] in ("PASS", "MISS")
+
+
+@pytest.mark.servers
+def test_readme_has_every_target_row_a_run_reports(quick_report):
+    targets = [row[0] for row in _cells(quick_report["table"])[2:] if row[3] != "-"]
+    assert targets
+    in_readme = {_measure(row[0]) for row in _cells(_readme_table())[2:]}
+    assert {_measure(label) for label in targets} <= in_readme
