@@ -33,7 +33,7 @@ def test_uwsgi_workers_recycled_and_stopped_lose_no_span(jaeger_server, redis_se
                 cli.queue(zs.fresh_queue_name(), force_create=True)
             bases.append(base)
     finally:
-        server.close()  # SIGTERM to the master (--die-on-term)
+        server.close()  # SIGTERM to the master: a graceful stop
     for base in bases:
         tree = trace_of(jaeger_server, base, 3)
         root = assert_one_connected_tree(tree)
