@@ -32,6 +32,7 @@ def request_rows(req: dict[str, Any]) -> list[Row]:
         ("disabled", "installed, enabled = false"),
         ("stock-enabled", "no bridge, stock enabled = true, not signed"),
         ("enabled-unsigned", "enabled, request not signed"),
+        ("sampled-unsigned", "enabled, not signed, trace_sample_ratio = 0.01"),
         ("enabled-signed", "enabled, request signed (traced, export in the process)"),
     ):
         entry = configs.get(config)
@@ -54,6 +55,16 @@ def request_rows(req: dict[str, Any]) -> list[Row]:
             [
                 f"1. CPU per operation, {label} / not installed",
                 f"{entry['cpu_ratio']:.3f}",
+                "report",
+                "-",
+            ]
+        )
+    sampled = configs.get("sampled-unsigned", {}).get("bridge_status")
+    if sampled:
+        out.append(
+            [
+                "1. sampled-unsigned: traces started, rate-limited (one process)",
+                f"{sampled['started_sampled']}, {sampled['rate_limited']}",
                 "report",
                 "-",
             ]

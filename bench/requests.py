@@ -15,6 +15,8 @@ message + GET the queue's messages. Configurations:
                     tracing costs an unsigned request, for comparison
 ``enabled-unsigned`` ``enabled = true``, every trace flag, OTLP to a local receiver;
                     requests not signed
+``sampled-unsigned`` ``enabled-unsigned`` with ``trace_sample_ratio = 0.01``: 1% of the
+                    requests traced (production tracing of real traffic)
 ``enabled-signed``  the same, every request signed (``X-Trace-Info``/``-HMAC``)
 ``signed-unlinked`` the same with ``link_messages = false``: no create span, no stored
                     creation context, no links (what messaging-native tracing costs)
@@ -60,6 +62,7 @@ CONFIGS = (
     "disabled",
     "stock-enabled",
     "enabled-unsigned",
+    "sampled-unsigned",
     "enabled-signed",
     "signed-unlinked",
     "signed-down",
@@ -69,7 +72,13 @@ STOCK = {"not-installed", "control", "stock-enabled"}  # zaqar_otel never import
 SIGNED = {"enabled-signed", "signed-unlinked", "signed-down", "signed-blackhole"}
 HEALTHY_SIGNED = ("enabled-signed", "signed-unlinked")  # export to the healthy receiver
 HMAC_KEY = "bench-secret"
-TARGETS = {"disabled": 1.02, "enabled-unsigned": 1.01, "enabled-signed": 1.3}
+TARGETS = {
+    "disabled": 1.02,
+    "enabled-unsigned": 1.01,
+    "sampled-unsigned": 1.03,
+    "enabled-signed": 1.3,
+}
+SAMPLE_RATIO = 0.01  # sampled-unsigned
 RELIABILITY_TARGET = 1.1  # signed-down / signed-blackhole against enabled-signed
 PROJECT = "bench-project"
 STOCK_FLAGS = ("trace_wsgi_transport", "trace_message_store", "trace_management_store")
@@ -101,6 +110,8 @@ def render_conf(config: str, redis_url: str, sql_url: str) -> str:
         enabled = "false" if config == "disabled" else "true"
         sections["profiler"] = {"enabled": enabled, "hmac_keys": HMAC_KEY}
         sections["profiler"]["connection_string"] = "otel://"
+        if config == "sampled-unsigned":
+            sections["profiler"]["trace_sample_ratio"] = str(SAMPLE_RATIO)
         if config == "signed-unlinked":
             sections["profiler"]["link_messages"] = "false"
     else:

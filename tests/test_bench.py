@@ -92,10 +92,11 @@ def test_requests_compares_every_configuration_with_not_installed(quick_report):
     for name in ("signed-down", "signed-blackhole"):
         assert configs[name]["bridge_status"]["exported"] == 0
         assert configs[name]["latency_ratio_vs_signed_healthy"] > 0
+    sampled = configs["sampled-unsigned"]["bridge_status"]
+    assert sampled["rate_limited"] == 0  # 1% of a few requests: never near the limit
     received = quick_report["results"]["requests"]["receiver"]["spans"]
-    assert received == sum(
-        configs[name]["bridge_status"]["exported"] for name in bench_requests.HEALTHY_SIGNED
-    )
+    exporting = (*bench_requests.HEALTHY_SIGNED, "sampled-unsigned")  # one process each
+    assert received == sum(configs[name]["bridge_status"]["exported"] for name in exporting)
 
 
 @pytest.mark.servers

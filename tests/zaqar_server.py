@@ -32,7 +32,11 @@ HMAC_KEY = "zaqar-e2e-secret"
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 PROFILER_ON = stack.profiler_options(HMAC_KEY)
-APPS = {"status": "tests.apps.zaqar_status", "ferretdb": "tests.apps.zaqar_on_ferretdb"}
+APPS = {
+    "status": "tests.apps.zaqar_status",  # zaqar-otel-server printing status() on SIGUSR1
+    "threaded": "tests.apps.zaqar_threaded",  # the same, one thread per request
+    "ferretdb": "tests.apps.zaqar_on_ferretdb",  # the same for FerretDB
+}
 LAUNCHERS = (
     "zaqar-otel-server", "opentelemetry-instrument", *APPS, *(f"opentelemetry-instrument:{a}"
     for a in APPS), "uwsgi", "gunicorn",

@@ -209,10 +209,13 @@ class OTelDriver(base.Driver):
 
     def status(self) -> dict[str, int]:
         """Counters: what was exported, lost and why, and what is open now."""
+        from zaqar_otel.bridge import sampling
+
         exporter, processor, bridge = self.exporter, self.processor, self.bridge
         if bridge is None:
             return {}
         return {
+            **sampling.ADMISSION.counters(),
             "exported": exporter.exported if exporter else 0,
             "export_failed": exporter.failed if exporter else 0,
             "dropped_queue_full": processor.dropped if processor else 0,
@@ -329,7 +332,9 @@ def status() -> dict[str, int]:
 
     ``exported``/``export_failed`` count spans handed to the exporter,
     ``dropped_queue_full`` spans the batch queue had no room for (when the
-    bridge built the provider), ``open_spans`` spans started and not ended yet.
+    bridge built the provider), ``open_spans`` spans started and not ended yet;
+    ``started_sampled``/``started_traceparent`` traces started for unsigned requests
+    (``zaqar_otel.bridge.sampling``), ``rate_limited`` those refused by the rate limit.
     The same counters are OTel metrics ``zaqar_otel.spans.*`` (observable
     counters/gauges) on the global MeterProvider, if one is set.
     """
@@ -352,7 +357,15 @@ def _register_metrics() -> None:
 
         return callback
 
-    for key in ("exported", "export_failed", "dropped_queue_full", "malformed_notifications"):
+    for key in (
+        "exported",
+        "export_failed",
+        "dropped_queue_full",
+        "malformed_notifications",
+        "started_sampled",
+        "started_traceparent",
+        "rate_limited",
+    ):
         meter.create_observable_counter(f"zaqar_otel.spans.{key}", callbacks=[observe(key)])
     for key in ("queued", "open_spans"):
         meter.create_observable_gauge(f"zaqar_otel.spans.{key}", callbacks=[observe(key)])

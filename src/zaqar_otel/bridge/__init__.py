@@ -15,6 +15,8 @@ The data flow, one module per stage::
       -> export                  otel:// -> OTLP exporter, counted drops and failures
 
 ``options`` holds the ``[profiler]`` options; ``logs`` keeps SDK log floods to one line.
+Who else is traced: ``sampling`` decides for requests without an HMAC signature
+(``[profiler]`` sampling, trusted W3C parents read by ``tracecontext``, a rate limit).
 Around the request, for any OpenStack service: ``keystoneauth`` makes keystoneauth1 calls
 (keystonemiddleware's token validation) CLIENT spans the callee joins; ``flask_routes``
 names the request spans of Flask services (Keystone) by their route, with the status.

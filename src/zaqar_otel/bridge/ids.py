@@ -11,6 +11,14 @@ The rule (documented in README, "How ids are mapped"):
 An id that is not a UUID is hashed (SHA-256) instead of dropped, and an all-zero
 id (invalid in OTel) is replaced by a hash as well: the mapping stays total and
 deterministic.
+
+The other way, for a request that continues a caller's W3C trace (``traceparent``):
+``base_id_for(trace_id)`` is the trace id written as a UUID, and
+``parent_element_for(trace_id, span_id)`` a UUID whose low 64 bits are the caller's
+span id (its high 64 bits the trace id's, inverted, so that it never equals the base
+id), so that ``trace_id(base_id_for(t)) == t`` and
+``span_id(parent_element_for(t, s)) == s``: OSProfiler and OTel name the same trace
+and the same parent.
 """
 
 from __future__ import annotations
@@ -50,6 +58,20 @@ def span_id(element_id: str) -> int:
     number = _uuid_int(element_id)
     low = number & _MASK64 if number is not None else 0
     return low if low else _hashed(str(element_id), 64)
+
+
+def base_id_for(trace_id_number: int) -> str:
+    """The OSProfiler base id (a UUID) whose trace id is ``trace_id_number`` (non-zero)."""
+    return str(uuid.UUID(int=trace_id_number))
+
+
+def parent_element_for(trace_id_number: int, span_id_number: int) -> str:
+    """An OSProfiler element id (a UUID) whose span id is ``span_id_number`` (non-zero).
+
+    Deterministic, and never the base id of the same trace (high 64 bits inverted).
+    """
+    high = ~(trace_id_number >> 64) & _MASK64
+    return str(uuid.UUID(int=(high << 64) | (span_id_number & _MASK64)))
 
 
 def trace_hex(base_id: str) -> str:

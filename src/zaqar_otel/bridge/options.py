@@ -4,11 +4,12 @@ OSProfiler owns ``enabled``, ``hmac_keys``, ``connection_string`` and
 ``trace_sqlalchemy``; Zaqar owns ``trace_wsgi_transport``, ``trace_message_store``
 and ``trace_management_store``. The bridge adds one flag per database backend,
 one for Zaqar's pooling catalog, two that let values out (``trace_db_statements``,
-``trace_message_content``) and three for what a traced request sends on
+``trace_message_content``), three for what a traced request sends on
 (notifications, outgoing HTTP requests, the producer context stored with each
-message). ``register_opts`` registers OSProfiler's options too, so that one call
-prepares any ``ConfigOpts`` for the bridge; ``flag(name)`` reads a flag of the
-configuration the ``otel://`` driver was initialised with.
+message) and three that let unsigned requests be traced
+(``zaqar_otel.bridge.sampling``). ``register_opts`` registers OSProfiler's options
+too, so that one call prepares any ``ConfigOpts`` for the bridge; ``flag(name)``
+reads a flag of the configuration the ``otel://`` driver was initialised with.
 """
 
 from __future__ import annotations
@@ -89,6 +90,37 @@ BRIDGE_OPTS: list[cfg.Opt] = [
         "Redis hash field or MongoDB document field 'otel'); profiled claims, lists and "
         "gets then link to the producing trace of every message they return. Messages "
         "posted outside profiled requests store nothing extra.",
+    ),
+    cfg.FloatOpt(
+        "trace_sample_ratio",
+        default=None,
+        min=0.0,
+        max=1.0,
+        mutable=True,
+        help="Trace this fraction (0.0 to 1.0) of the requests that carry no valid HMAC "
+        "signature, each as a complete new trace (request, controller and DB spans). "
+        "Unset: OTEL_TRACES_SAMPLER (and _ARG) decide if set, else none is sampled; "
+        "0.0 samples none whatever OTEL_TRACES_SAMPLER says. Capped by trace_rate_limit.",
+    ),
+    cfg.FloatOpt(
+        "trace_rate_limit",
+        default=10.0,
+        min=0.0,
+        mutable=True,
+        help="At most this many traces per second (per process: per worker under uWSGI "
+        "or gunicorn) started by trace_sample_ratio, OTEL_TRACES_SAMPLER or "
+        "trust_traceparent; bursts up to one second's worth. 0 starts none. Signed "
+        "requests are never limited.",
+    ),
+    cfg.BoolOpt(
+        "trust_traceparent",
+        default=False,
+        mutable=True,
+        help="Continue the caller's trace for a request with a valid W3C traceparent "
+        "header whose sampled flag is set (same trace id, the caller's span as parent, "
+        "its tracestate kept), within trace_rate_limit. Any client can send this "
+        "header: turn it on only where the callers are trusted (behind a gateway that "
+        "sets or strips it).",
     ),
 ]
 

@@ -7,6 +7,10 @@
 * ``HintedIdGenerator``: the SDK takes no span id in ``start_span``; this id
   generator returns the ids a thread hinted just before the call, so OTel ids
   equal those derived from OSProfiler's (see ``zaqar_otel.bridge.ids``).
+* ``ProfiledSampler``: every span inside a profiled request is recorded, whatever the
+  provider's sampler (``OTEL_TRACES_SAMPLER``) would say: whether a request is traced
+  is decided once, at its start (a valid signature, ``zaqar_otel.bridge.sampling``),
+  and its trace is then complete. Other spans are left to that sampler.
 * ``flush_on_sigterm``: queued spans are flushed before SIGTERM ends the process.
 * ``tracer(name)``: a tracer of the provider ``use_or_build`` chose, for spans the
   bridge starts itself (outgoing calls, messages), not from OSProfiler events.
@@ -21,10 +25,11 @@ import platform
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.resources import (
     SERVICE_NAME,
@@ -34,7 +39,12 @@ from opentelemetry.sdk.resources import (
 )
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_ARCH, HOST_NAME
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
+
+from zaqar_otel.bridge.gate import in_profiled_request
 
 
 class HintedIdGenerator(IdGenerator):
@@ -68,6 +78,37 @@ class HintedIdGenerator(IdGenerator):
         if getattr(self._local, "ids", None):
             return False
         return self.fallback.is_trace_id_random()
+
+
+class ProfiledSampler(Sampler):
+    """Records every span started inside a profiled request; ``inner`` decides the rest."""
+
+    def __init__(self, inner: Sampler) -> None:
+        self.inner = inner
+
+    def should_sample(
+        self,
+        parent_context: context_api.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        sampler = ALWAYS_ON if in_profiled_request(parent_context) else self.inner
+        return sampler.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"ProfiledSampler{{{self.inner.get_description()}}}"
+
+
+def _record_profiled(provider: TracerProvider) -> None:
+    """Tracers created from now on record every span of a profiled request."""
+    if not isinstance(provider.sampler, ProfiledSampler):
+        provider.sampler = ProfiledSampler(provider.sampler)
 
 
 class _HashedOnce(Resource):
@@ -154,6 +195,7 @@ def use_or_build(
         # on (the bridge's among them) take hints; others keep working as before.
         generator = HintedIdGenerator(generator)
         provider.id_generator = generator  # type: ignore[assignment]
+    _record_profiled(provider)
     global _chosen
     _chosen = provider
     return provider, generator, built

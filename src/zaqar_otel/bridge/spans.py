@@ -148,16 +148,22 @@ class SpanBridge:
             parent_id = self._skipped[parent_id]
         return parent_id
 
-    def _parent(self, base_id: str, parent_id: str | None) -> SpanContext | None:
-        """The parent of a new span: an open span, the remote caller, or none (a root)."""
+    def _parent(
+        self, base_id: str, parent_id: str | None, current: context_api.Context
+    ) -> SpanContext | None:
+        """The parent of a new span: an open span, the remote caller, or none (a root).
+        A remote caller that is the current span (a trusted ``traceparent``) keeps its
+        ``tracestate``."""
         if not parent_id or parent_id == base_id:
             return None
         entry = self._open.get(parent_id)
         if entry is not None:
             return entry.span.get_span_context()
-        return SpanContext(
-            self._trace_id(base_id), ids.span_id(parent_id), is_remote=True, trace_flags=_SAMPLED
-        )
+        trace_id, span_id = self._trace_id(base_id), ids.span_id(parent_id)
+        caller = trace.get_current_span(current).get_span_context()
+        if caller.is_remote and caller.trace_id == trace_id and caller.span_id == span_id:
+            return caller
+        return SpanContext(trace_id, span_id, is_remote=True, trace_flags=_SAMPLED)
 
     def _start(self, payload: Mapping[str, Any], name: str) -> None:
         element_id = _text(payload["trace_id"])
@@ -227,7 +233,7 @@ class SpanBridge:
     ) -> trace.Span:
         """A ``LightSpan`` (``zaqar_otel.bridge.recorder``) if the tracer allows, else an SDK
         span; with OSProfiler's ids either way."""
-        parent = self._parent(base_id, parent_id)
+        parent = self._parent(base_id, parent_id, current)
         recorder = self.recorder
         if recorder is not None and recorder.usable():
             if parent is None:

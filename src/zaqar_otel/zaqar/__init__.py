@@ -7,6 +7,7 @@ Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
 * ``patch``: ``install()`` applies the hooks below to Zaqar (idempotent);
 * ``fixes``: Zaqar bugs that ``[profiler]`` flags trip over;
 * ``request_span``: the request span outermost, around auth (keystonemiddleware);
+* ``sampled_requests``: there, unsigned requests traced by sampling or a trusted W3C parent;
 * ``middleware``: route, status and messaging attributes on the request span;
 * ``websocket``: traces the websocket transport;
 * ``lazy``: generators and cursors of the storage layer are consumed inside their call's span;

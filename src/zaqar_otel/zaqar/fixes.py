@@ -6,7 +6,8 @@
   untraced, as the flag asks.
 * ``authoritative_setup``: Zaqar's profiler setup enables OSProfiler's WSGI middleware
   for any signed request whatever ``enabled`` says; the middleware is switched off
-  again when ``enabled = false``; and SIGHUP re-reads the mutable flags.
+  again when ``enabled = false``; the sampling options are applied
+  (``sampled_requests.configure``); and SIGHUP re-reads the mutable flags.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def authoritative_setup(original: Any) -> Any:
             from osprofiler import web
 
             web.disable()
+        from zaqar_otel.zaqar import sampled_requests
+
+        sampled_requests.configure(conf)  # trace_sample_ratio, trust_traceparent, ...
         reload_on_sighup(conf)
 
     setup.__zaqar_otel__ = True  # type: ignore[attr-defined]

@@ -20,7 +20,9 @@ The hooks here move the tracer outside everything else Zaqar installs::
   span, and, for a request that never reached Falcon's routing (refused by auth), names
   the span by the route Falcon would have used (``PUT /v2/queues/{queue_name}``).
 
-An unsigned request is not traced at all, refused or not: the tracer decides, as before.
+An unsigned request is not traced at all, refused or not, unless ``[profiler]``
+sampling or a trusted ``traceparent`` chooses it: ``sampled_requests.SamplingTracer``
+decides, around the tracer.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from zaqar_otel.bridge.gate import in_profiled_request
 from zaqar_otel.bridge.logs import LOG
+from zaqar_otel.zaqar import sampled_requests
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -117,7 +120,9 @@ def outermost_tracer(original: Any) -> Any:
         install = getattr(profile.install_wsgi_tracer, "__wrapped__", None)
         if install is None:  # not deferred: Zaqar already installed it, innermost
             return result
-        self.app = install(ResponseStatus(self.app, falcon_app), self._conf)
+        inner = ResponseStatus(self.app, falcon_app)
+        # signed? sampled? trusted parent? decided here, around the tracer
+        self.app = sampled_requests.SamplingTracer(install(inner, self._conf), inner)
         return result
 
     _init_middleware.__zaqar_otel__ = True  # type: ignore[attr-defined]

@@ -3,8 +3,10 @@
 A websocket request whose ``headers`` carry a valid ``X-Trace-Info`` / ``X-Trace-HMAC``
 pair becomes a SERVER span ``websocket <action>`` with the storage and DB spans under
 it, exactly as over HTTP, with the ids, ages and producer links of the messages
-posted or returned (``zaqar_otel.zaqar.consumer``). ``traced_handler`` wraps
-``zaqar.api.handler.Handler.process_request``.
+posted or returned (``zaqar_otel.zaqar.consumer``). An unsigned one is traced when
+``[profiler]`` sampling or a trusted ``traceparent`` in its ``headers`` chooses it:
+the decision made over HTTP (``zaqar_otel.bridge.sampling``), the same rate limit.
+``traced_handler`` wraps ``zaqar.api.handler.Handler.process_request``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from typing import Any
 
 from opentelemetry import trace
 
-from zaqar_otel.bridge import options
+from zaqar_otel.bridge import options, sampling
 from zaqar_otel.bridge.logs import LOG
-from zaqar_otel.zaqar import consumer
+from zaqar_otel.zaqar import consumer, sampled_requests
 
 _RECEIVING = frozenset(
     {
@@ -94,14 +96,19 @@ def traced_handler(original: Any) -> Any:
 
     @functools.wraps(original)
     def process_request(self: Any, req: Any, protocol: Any) -> Any:
+        headers = getattr(req, "_headers", None)
         try:
-            trace_info = websocket_trace_info(getattr(req, "_headers", None))
+            trace_info = websocket_trace_info(headers)
         except Exception:
             trace_info = None
+        decision = sampling_decision(headers) if trace_info is None else None
+        if decision is not None:  # unsigned, chosen by sampling or a trusted traceparent
+            trace_info = sampled_requests.trace_info(decision)
         if trace_info is None:
             return original(self, req, protocol)
         from osprofiler import profiler
 
+        token = sampled_requests.attach_caller(decision)
         profiler.init(
             hmac_key=trace_info["hmac_key"],
             base_id=trace_info.get("base_id"),
@@ -111,6 +118,7 @@ def traced_handler(original: Any) -> Any:
         action = str(getattr(req, "_action", "") or "")
         try:
             profiler.start("websocket", info=_websocket_info(req))
+            sampled_requests.mark_origin(decision)
             if action in _RECEIVING and options.flag("link_messages", True):
                 consumer.start_receiving()
             resp = original(self, req, protocol)
@@ -125,6 +133,24 @@ def traced_handler(original: Any) -> Any:
             consumer.stop_receiving()
             profiler.stop(info=stop_info)
             profiler.clean()
+            sampled_requests.detach_caller(token)
 
     process_request.__zaqar_otel__ = True  # type: ignore[attr-defined]
     return process_request
+
+
+def sampling_decision(headers: Any) -> sampling.Decision | None:
+    """For an unsigned websocket request: the decision made over HTTP, same rate limit."""
+    if not sampling.ADMISSION.policy.active:
+        return None
+    try:
+        from osprofiler import web
+
+        if not web._ENABLED:
+            return None
+        return sampling.ADMISSION.decide(
+            _header(headers, "traceparent"), _header(headers, "tracestate")
+        )
+    except Exception:
+        LOG.debug("zaqar-otel: sampling decision failed", exc_info=True)
+        return None
