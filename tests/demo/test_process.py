@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,36 @@ def test_port_race_is_retried_with_fresh_ports(kind: str, request: pytest.Fixtur
             assert "already in use" in server.log(200).lower()
         finally:
             server.close()
+
+
+class _HttpServer(ServerProcess):
+    name = "http-server"
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(self.port)]
+
+    def _is_ready(self) -> bool:
+        return True  # listening on the port is the test (ServerProcess checks that first)
+
+
+@pytest.mark.servers  # a process, if only Python's http.server
+def test_a_preferred_port_taken_meanwhile_gives_way_a_fixed_one_does_not() -> None:
+    """The demo prefers 8888: lost to another program after the choice, it moves on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        preferred = probe.getsockname()[1]  # free now, taken below
+    server = _HttpServer(prefer_port=preferred, startup_timeout=10)
+    fixed = _HttpServer(port=preferred, startup_timeout=10)
+    assert server.port == preferred
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", preferred))
+        blocker.listen()
+        try:
+            server.start()
+            assert server.running and server.port != preferred
+            assert preferred not in server.ports
+            with pytest.raises(StartFailed, match="in use"):
+                fixed.start()
+        finally:
+            server.close()
+            fixed.close()

@@ -214,7 +214,8 @@ class ServerProcess:
     and :meth:`_new_ports` (after a port race; by default a new ``port``).
     ``start()`` is idempotent; ``stop()`` keeps the directory and the ports, so the server
     can be started again; ``close()`` stops it and removes the directory it made.
-    ``port`` (optional) fixes the port, else a free one is picked; ``workdir`` (optional)
+    ``port`` (optional) fixes the port, else a free one is picked (``prefer_port`` if it
+    is free, and a random one after a port race); ``workdir`` (optional)
     is a directory to share with other servers: kept on close.
     """
 
@@ -226,10 +227,11 @@ class ServerProcess:
         self,
         *,
         port: int | None = None,
+        prefer_port: int | None = None,
         startup_timeout: float = 60.0,
         workdir: Path | None = None,
     ) -> None:
-        self.port = port or pick_port()
+        self.port = port or pick_port(prefer_port)
         self._fixed_port = port is not None
         self.startup_timeout = startup_timeout
         self._owns_dir = workdir is None

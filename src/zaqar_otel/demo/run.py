@@ -382,7 +382,8 @@ def start_jaeger(
 def zaqar_server(
     workdir: Path, redis_url: str, sql_url: str, otlp: str, key: str
 ) -> stack.ZaqarServer:
-    """``zaqar-otel-server`` on port 8888 if free: every trace flag on, OTLP/HTTP to ``otlp``."""
+    """``zaqar-otel-server`` on port 8888 if free (another port if it is taken meanwhile):
+    every trace flag on, OTLP/HTTP to ``otlp``."""
     otel_env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
@@ -390,8 +391,7 @@ def zaqar_server(
     }
     stores = stack.redis_sql_stores(redis_url, sql_url)
     options = stack.profiler_options(key)
-    port = process.pick_port(8888)
-    return stack.ZaqarServer(stores, options, otel_env, port=port, workdir=workdir)
+    return stack.ZaqarServer(stores, options, otel_env, prefer_port=8888, workdir=workdir)
 
 
 def show_in_jaeger_once_built(

@@ -316,11 +316,14 @@ class ZaqarServer(ServerProcess):
         otel_env: Mapping[str, str] | None = None,
         *,
         port: int | None = None,
+        prefer_port: int | None = None,
         transport: str = "wsgi",
         startup_timeout: float = 60.0,
         workdir: Path | None = None,
     ) -> None:
-        super().__init__(port=port, startup_timeout=startup_timeout, workdir=workdir)
+        super().__init__(
+            port=port, prefer_port=prefer_port, startup_timeout=startup_timeout, workdir=workdir
+        )
         self.stores, self.profiler, self.transport = stores, profiler, transport
         self.otel_env = dict(otel_env or {})
         self.conf_path = self.workdir / "zaqar.conf"
