@@ -1,10 +1,12 @@
-"""Sessions: tests (the CI command), lint, typecheck, bench, demo."""
+"""Sessions: tests (the CI command), lint, typecheck, bench, demo, compat (the release matrix)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nox
+import tomllib
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
@@ -49,3 +51,72 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".[all]", silent=False)
     build = "--build-script", ".ci/build-go-tools"
     session.run("python", "-m", "zaqar_otel.demo", *build, *session.posargs)
+
+
+# -- the release matrix (docs/production.md, "Supported releases")
+
+# (Zaqar series, dependency set): "latest" takes the newest patch of the series and whatever
+# OSProfiler / OpenTelemetry / DB clients pip resolves for it; "oldest" pins OSProfiler and
+# every OpenTelemetry package to the lower bound pyproject.toml allows.
+COMPAT_ROWS = [
+    ("20", "latest"),
+    ("21", "latest"),
+    ("22", "latest"),
+    ("23", "latest"),
+    ("20", "oldest"),
+]
+# The Zaqar end-to-end tests: every test marked ``zaqar`` (a real zaqar-server), wherever it is.
+COMPAT_TESTS = ["-m", "zaqar"]
+# Printed per row, so that the CI log shows what the row really ran.
+COMPAT_REPORT = [
+    "zaqar",
+    "osprofiler",
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-instrumentation",
+    "opentelemetry-instrumentation-pymongo",
+    "opentelemetry-instrumentation-redis",
+    "opentelemetry-instrumentation-sqlalchemy",
+    "opentelemetry-semantic-conventions",
+    "falcon",
+    "pymongo",
+    "redis",
+    "SQLAlchemy",
+    "python-zaqarclient",
+]
+_PRINT_VERSIONS = """
+import sys
+from importlib.metadata import version
+names = sys.argv[1:]
+width = max(map(len, names))
+for name in names:
+    print(f"  {name:<{width}}  {version(name)}")
+"""
+
+
+def oldest_pins() -> list[str]:
+    """``name==lower`` for OSProfiler and every OpenTelemetry package pyproject.toml names
+    (dependencies and extras), from their ``>=`` lower bounds."""
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements.extend(extra)
+    pins = set()
+    for requirement in requirements:
+        match = re.fullmatch(r"(osprofiler|opentelemetry-[\w-]+)>=([\w.]+)", requirement)
+        if match:
+            pins.add(f"{match[1]}=={match[2]}")
+    return sorted(pins)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize(("zaqar", "deps"), COMPAT_ROWS)
+def compat(session: nox.Session, zaqar: str, deps: str) -> None:
+    """The Zaqar end-to-end tests (``-m zaqar``) against one supported release: Zaqar
+    ``zaqar``.x from PyPI with the newest (``deps='latest'``) or the oldest allowed
+    (``deps='oldest'``) OSProfiler and OpenTelemetry. One venv per row."""
+    pins = oldest_pins() if deps == "oldest" else []
+    session.install("-e", ".[all,test]", f"zaqar[redis,mongodb]=={zaqar}.*", *pins)
+    session.run("python", "-c", _PRINT_VERSIONS, *COMPAT_REPORT, silent=False)
+    session.run("pytest", *(session.posargs or [*COMPAT_TESTS, "-q", "-ra"]))
