@@ -6,6 +6,7 @@ Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
 
 * ``patch``: ``install()`` applies the hooks below to Zaqar (idempotent);
 * ``fixes``: Zaqar bugs that ``[profiler]`` flags trip over;
+* ``releases``: what differs between Zaqar 20 to 23, levelled;
 * ``middleware``: route, status and messaging attributes on the request span;
 * ``websocket``: traces the websocket transport;
 * ``server``, ``wsgi``, ``instrumentor``: the three ways to run Zaqar with the bridge.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from zaqar_otel.zaqar import fixes, middleware, websocket
+from zaqar_otel.zaqar import fixes, middleware, releases, websocket
 
 _installed = False
 _install_lock = threading.Lock()
@@ -32,7 +32,11 @@ def install() -> None:
         import zaqar_otel  # noqa: F401  (registers otel://)
 
         _patch(storage_utils, "load_storage_driver", fixes.fixed_loader)
-        _patch(profile, "setup", fixes.authoritative_setup)
+        if releases.sets_up_profiler_by_hand(profile):  # Zaqar 20 and 21
+            _patch(profile, "setup", lambda _: fixes.authoritative_setup(releases.osprofiler_setup))
+        else:
+            _patch(profile, "setup", fixes.authoritative_setup)
+        _patch(profile, "install_wsgi_tracer", lambda _: releases.wsgi_tracer)
         _patch(wsgi_driver.Driver, "_init_middleware", middleware.add_to_transport)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
         _installed = True
