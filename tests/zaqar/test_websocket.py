@@ -21,7 +21,9 @@ def _signed_headers(key: str) -> tuple[dict[str, str], str]:
     p = profiler.init(key)
     headers = web.get_trace_id_headers()
     profiler.clean()
-    return headers, p.get_base_id()
+    # OSProfiler < 4.4 gives X-Trace-Info as bytes; a websocket message is JSON text
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in headers.items()}
+    return text, p.get_base_id()
 
 
 @pytest.fixture(scope="module")
