@@ -262,7 +262,11 @@ def serve(config: str, redis_url: str, sql_url: str, warmup: int) -> None:
 
 
 def otel_env(config: str, endpoints: dict[str, str]) -> dict[str, str]:
-    if config in ("not-installed", "control", "disabled", "stock-enabled"):
+    if config in STOCK:
+        # as if zaqar-otel were not installed: its .pth would import the otel:// driver
+        # wherever OSProfiler's drivers load (src/_zaqar_otel_discovery.py)
+        return {"ZAQAR_OTEL_NO_DISCOVERY": "1"}
+    if config == "disabled":
         return {}
     endpoint = {
         "signed-down": endpoints["down"],

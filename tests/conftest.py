@@ -1,7 +1,8 @@
 """Shared fixtures: real servers on 127.0.0.1 (see tests/servers.py).
 
-Session-scoped: ``redis_server``, ``postgres_server``, ``ferretdb_server``, ``jaeger_server``
-(each started on first use). Function-scoped: ``otlp_receiver`` (a fresh one per test).
+Session-scoped: ``redis_server``, ``postgres_server``, ``ferretdb_server``, ``jaeger_server``,
+``keystone_server`` (each started on first use). Function-scoped: ``otlp_receiver`` (a fresh
+one per test).
 
 A missing server binary skips the test, except when ``$CI`` is set: then it fails.
 """
@@ -14,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests.keystone_server import KeystoneServer
 from tests.servers import (
     BinaryNotFoundError,
     FerretDBServer,
@@ -76,6 +78,26 @@ def jaeger_server() -> Iterator[JaegerServer]:
     instance keeps its ports but starts with an empty store).
     """
     yield from _serve(JaegerServer)
+
+
+@pytest.fixture(scope="session")
+def keystone_server(jaeger_server: JaegerServer) -> Iterator[KeystoneServer]:
+    """Keystone (SQLite, uWSGI) traced by the bridge into the session's Jaeger: its
+    ``[profiler]`` has ``connection_string = otel://``, ``trace_sqlalchemy = true`` and the
+    e2e HMAC key. Users: ``SERVICE_USER`` (for keystonemiddleware), ``CLIENT_USER``."""
+    from tests.zaqar_server import HMAC_KEY
+
+    profiler = {
+        "enabled": "true",
+        "hmac_keys": HMAC_KEY,
+        "connection_string": "otel://",
+        "trace_sqlalchemy": "true",
+    }
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    yield from _serve(lambda: KeystoneServer(profiler=profiler, env=env))
 
 
 @pytest.fixture

@@ -46,6 +46,27 @@ def test_otel_service_name_overrides_the_default(otlp_receiver):
     assert spans[0].resource_attributes["deployment.environment"] == "test"
 
 
+def test_host_and_process_are_in_the_resource_and_on_no_span(otlp_receiver):
+    run_profiled(env={"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint})
+    spans = otlp_receiver.wait_for(2)
+    for span in spans:
+        assert span.resource_attributes["host.name"] == "localhost"  # OSProfiler's host
+        assert isinstance(span.resource_attributes["process.pid"], int)
+        assert "host.name" not in span.attributes
+
+
+def test_host_name_goes_on_spans_only_when_a_foreign_resource_lacks_it():
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from zaqar_otel.driver import host_attributes
+
+    with_host = TracerProvider(resource=Resource.create({"host.name": "h"}))
+    assert host_attributes(with_host, "node-1") == {}
+    without = TracerProvider(resource=Resource.create({}))
+    assert host_attributes(without, "node-1") == {"host.name": "node-1"}
+
+
 def test_otel_exporter_otlp_headers_are_sent(otlp_receiver):
     run_profiled(
         env={

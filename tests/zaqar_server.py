@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,14 +119,54 @@ class ZaqarServer:
             ]
             self.process = None
             return
-        if launcher == "ferretdb":
-            self.command = [sys.executable, "-m", "tests.apps.zaqar_on_ferretdb"]
-        elif launcher == "opentelemetry-instrument":
-            self.command = [str(BIN / "opentelemetry-instrument"), str(BIN / "zaqar-server")]
-        else:
-            self.command = [str(BIN / launcher)]
+        self.command = self._server_command(launcher)
         self.command += ["--config-file", str(self.conf_path)]
         self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _server_command(launcher: str) -> list[str]:
+        """``status``: zaqar-otel-server printing status() on SIGUSR1 (tests.apps.zaqar_status);
+        ``ferretdb``: the same for FerretDB (tests.apps.zaqar_on_ferretdb);
+        ``opentelemetry-instrument``: stock zaqar-server under it; ``opentelemetry-instrument:APP``:
+        APP (status or ferretdb) running stock zaqar-server under it; else a script in BIN."""
+        apps = {"status": "tests.apps.zaqar_status", "ferretdb": "tests.apps.zaqar_on_ferretdb"}
+        instrument = str(BIN / "opentelemetry-instrument")
+        if launcher in apps:
+            return [sys.executable, "-m", apps[launcher]]
+        if launcher == "opentelemetry-instrument":
+            return [instrument, str(BIN / "zaqar-server")]
+        if launcher.startswith("opentelemetry-instrument:"):
+            app = apps[launcher.split(":", 1)[1]]
+            return [instrument, sys.executable, "-m", app, "zaqar-server"]
+        return [str(BIN / launcher)]
+
+    def status(self, timeout: float = 20) -> dict[str, int]:
+        """The server's ``zaqar_otel.status()`` (launchers ``status`` and ``ferretdb``)."""
+        from tests.apps.zaqar_status import STATUS_PREFIX
+
+        assert self.process is not None
+        seen = self.log_path.read_text(errors="replace").count(STATUS_PREFIX)
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [
+                line
+                for line in self.log_path.read_text(errors="replace").splitlines()
+                if line.startswith(STATUS_PREFIX)
+            ]
+            if len(lines) > seen:
+                result: dict[str, int] = json.loads(lines[-1][len(STATUS_PREFIX) :])
+                return result
+            time.sleep(0.1)
+        raise TimeoutError(f"no status line in {timeout}s:\n{self.log()}")
+
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 20) -> None:
+        """Until ``text`` appears ``count`` times in the server's log."""
+        deadline = time.monotonic() + timeout
+        while self.log_path.read_text(errors="replace").count(text) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged {count}x in {timeout}s:\n{self.log()}")
+            time.sleep(0.1)
 
     @property
     def url(self) -> str:

@@ -31,6 +31,24 @@ def service_name(project: str | None, service: str | None) -> str:
     return service or project or "osprofiler"
 
 
+def host_attributes(provider: Any, host: str | None) -> dict[str, str]:
+    """``host.name`` for every bridge span, only if the provider's resource lacks it.
+
+    The bridge's own provider has it in its resource. A provider set up by someone
+    else (``opentelemetry-instrument``) keeps the resource the operator configured
+    (``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=host,process`` adds the host there);
+    until it has ``host.name``, the bridge's spans carry it so that hosts stay apart.
+    """
+    import socket
+
+    from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_NAME
+
+    resource = getattr(provider, "resource", None)
+    if resource is not None and resource.attributes.get(HOST_NAME):
+        return {}
+    return {HOST_NAME: host or socket.gethostname()}
+
+
 class OTelDriver(base.Driver):
     """OSProfiler events as OpenTelemetry spans, exported by OTLP."""
 
@@ -47,7 +65,16 @@ class OTelDriver(base.Driver):
             connection_str, project=project, service=service, host=host, conf=conf, **kwargs
         )
         # Heavy imports only when the driver is really used.
-        from zaqar_otel.bridge import backends, export, logs, provider, spans
+        from zaqar_otel.bridge import (
+            backends,
+            export,
+            flask_routes,
+            keystoneauth,
+            logs,
+            provider,
+            spans,
+        )
+        from zaqar_otel.zaqar import outcomes
 
         self.conf = conf
         self._profiler_group: Any = None
@@ -72,7 +99,7 @@ class OTelDriver(base.Driver):
             return self.processor
 
         self.provider, hints, self.built_provider = provider.use_or_build(
-            service_name(project, service), processor
+            service_name(project, service), processor, host
         )
         if not self.built_provider and endpoint.url is not None:
             logs.LOG.info(
@@ -86,10 +113,25 @@ class OTelDriver(base.Driver):
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
         full_statements = lambda: bool(self._flag("trace_db_statements"))  # noqa: E731
+        on_spans = host_attributes(self.provider, host)
+        if on_spans:
+            logs.LOG.info(
+                "zaqar-otel: the TracerProvider's resource has no host.name: the bridge's spans "
+                "carry it (OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=host,process puts the host and "
+                "process in the resource instead)"
+            )
         self.bridge = spans.SpanBridge(
-            tracer, hints, skip=self._skip, full_statements=full_statements
+            tracer,
+            hints,
+            skip=self._skip,
+            full_statements=full_statements,
+            content=lambda: bool(self._flag("trace_message_content")),
+            expected=outcomes.is_answer,
+            span_attributes=on_spans,
         )
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+        keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
+        flask_routes.install()  # Flask services (Keystone): route names, status codes
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)
@@ -195,11 +237,13 @@ class OTelDriver(base.Driver):
     def list_traces(self, fields: set[str] | None = None) -> list[dict[str, Any]]:
         """Traces in Jaeger (every service, last 7 days, at most 1000 per service), oldest first.
 
-        Each is ``{"base_id": UUID, "timestamp": start}`` (plus ``trace_id``, the
-        32-hex form, ``services`` and ``error`` when asked for in ``fields``).
+        Each is ``{"base_id": UUID, "timestamp": start}`` (OSProfiler's default
+        fields), plus ``trace_id`` (the 32-hex form), ``services`` and ``error`` when
+        asked for in ``fields``.
         """
+        wanted = fields or DEFAULT_TRACE_FIELDS
         return [
-            {key: value for key, value in trace.items() if key in (fields or set(trace))}
+            {key: value for key, value in trace.items() if key in wanted}
             for trace in self._traces()
         ]
 
@@ -245,6 +289,7 @@ class OTelDriver(base.Driver):
         return sorted(traces, key=lambda trace: (trace["timestamp"], trace["base_id"]))
 
 
+DEFAULT_TRACE_FIELDS = frozenset({"base_id", "timestamp"})  # osprofiler.drivers.base
 _current: OTelDriver | None = None
 _metrics_registered = False
 
@@ -254,7 +299,7 @@ def status() -> dict[str, int]:
 
     ``exported``/``export_failed`` count spans handed to the exporter,
     ``dropped_queue_full`` spans the batch queue had no room for (when the
-    bridge built the provider), ``open_spans`` spans started and not stopped.
+    bridge built the provider), ``open_spans`` spans started and not ended yet.
     The same counters are OTel metrics ``zaqar_otel.spans.*`` (observable
     counters/gauges) on the global MeterProvider, if one is set.
     """

@@ -5,7 +5,8 @@ Zaqar's MongoDB driver creates TTL indexes at startup; FerretDB v1 answers
 start; its findAndModify has no projection ("fields") either. This test-only
 launcher drops those two options (expired messages are still filtered by
 Zaqar's queries; a whole document instead of a projection reads the same),
-then runs ``zaqar-otel-server``.
+then runs ``zaqar-otel-server`` (``zaqar-server`` if that is the first
+argument) as ``tests.apps.zaqar_status`` does (status on SIGUSR1).
 """
 
 from __future__ import annotations
@@ -40,6 +41,6 @@ Collection.find_one_and_update = _without_projection(  # type: ignore[method-ass
 )
 
 if __name__ == "__main__":
-    from zaqar_otel.zaqar.server import main
+    from tests.apps import zaqar_status
 
-    main()
+    zaqar_status.run()

@@ -106,3 +106,92 @@ def test_queue_full_drops_are_counted_exactly_and_cheaply(caplog):
     assert len(exported) + processor.dropped == 1000
     assert "Queue full" not in caplog.text  # no per-span record from the SDK
     processor.shutdown()
+
+
+# -- DbSpan: what a DB span becomes on its way out
+
+
+def _gated(full: bool = False, keep_old: bool = False):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return GatedTracer(provider.get_tracer("t"), lambda: full, keep_old), exporter
+
+
+def _profiled_context():
+    return context_api.attach(context_api.set_value(PROFILED, True))
+
+
+def test_db_span_speaks_the_stable_conventions_and_is_renamed_at_end():
+    tracer, exporter = _gated()
+    token = _profiled_context()
+    try:
+        span = tracer.start_span("SELECT /srv/zaqar.db", attributes={"db.system": "sqlite"})
+        span.set_attribute("db.statement", "SELECT name FROM \"Queues\" WHERE name = 'secret'")
+        span.set_attributes({"db.name": "/srv/zaqar.db", "db.operation": "SELECT /srv/zaqar.db"})
+        span.end()
+    finally:
+        context_api.detach(token)
+    [done] = exporter.get_finished_spans()
+    assert done.name == 'SELECT "Queues"'
+    assert dict(done.attributes) == {
+        "db.system.name": "sqlite",
+        "db.query.text": 'SELECT name FROM "Queues" WHERE name = ?',
+        "db.namespace": "/srv/zaqar.db",
+        "db.operation.name": "SELECT",
+        "db.query.summary": 'SELECT "Queues"',
+    }
+
+
+def test_db_span_keeps_old_keys_and_values_when_asked():
+    tracer, exporter = _gated(full=True, keep_old=True)
+    token = _profiled_context()
+    try:
+        with tracer.start_as_current_span("GET") as span:
+            span.set_attributes({"db.system": "redis", "db.statement": "GET 'k'"})
+    finally:
+        context_api.detach(token)
+    [done] = exporter.get_finished_spans()
+    assert done.attributes["db.statement"] == done.attributes["db.query.text"] == "GET 'k'"
+    assert done.attributes["db.system"] == done.attributes["db.system.name"] == "redis"
+
+
+def test_db_span_errors_are_errors_with_their_values_scrubbed():
+    from opentelemetry.trace import StatusCode
+
+    tracer, exporter = _gated()
+    token = _profiled_context()
+    try:
+        with tracer.start_as_current_span("FOO") as span:
+            span.set_attribute("db.system", "redis")
+            raise ValueError("bad value 'secret-value'")
+    except ValueError:
+        pass
+    finally:
+        context_api.detach(token)
+    [done] = exporter.get_finished_spans()
+    assert done.status.status_code == StatusCode.ERROR
+    assert "secret-value" not in str(done.status.description)
+    assert done.attributes["error.type"] == "ValueError"
+    [event] = done.events
+    assert event.name == "exception"
+    assert "secret-value" not in str(dict(event.attributes))
+    assert event.attributes["exception.message"] == "bad value '?'"
+
+
+def test_db_span_status_descriptions_set_by_instrumentations_are_scrubbed():
+    from opentelemetry.trace import Status, StatusCode
+
+    tracer, exporter = _gated()
+    token = _profiled_context()
+    try:
+        span = tracer.start_span("insert")
+        span.set_status(Status(StatusCode.ERROR, 'E11000 duplicate key: { _id: "secret" }'))
+        span.end()
+    finally:
+        context_api.detach(token)
+    [done] = exporter.get_finished_spans()
+    assert done.status.description == "E11000 duplicate key: { _id: '?' }"

@@ -88,6 +88,7 @@ def test_error_at_stop_sets_status_and_exception_event():
 
 
 def test_trace_decorator_info_reuse_does_not_leak_between_calls():
+    tracing.init_bridge(trace_message_content=True)  # arguments are content
     tracing.start_profiling()
 
     @profiler.trace("api", hide_args=False)
@@ -152,6 +153,14 @@ def test_malformed_notifications_are_dropped_without_raising(caplog):
         driver.notify(bad)
     assert driver.bridge.malformed == 6
     assert len([r for r in caplog.records if "malformed" in r.getMessage()]) <= 1
+
+
+def test_the_malformed_log_line_shows_the_shape_not_the_values():
+    from zaqar_otel.bridge.spans import _preview
+
+    payload = {"name": "x-start", "info": {"function": {"kwargs": "secret-body"}, "host": "h"}}
+    assert _preview(payload) == "{'name': 'x-start', 'info': ['function', 'host']}"
+    assert _preview(None) == "NoneType"
 
 
 def test_stop_without_start_is_ignored():
@@ -224,3 +233,30 @@ def test_ids_that_are_not_strings_still_give_one_connected_trace():
     spans = {s.name: s for s in tracing.finished()}
     assert set(spans) == {"wsgi", "inner"}
     assert spans["inner"].parent.span_id == spans["wsgi"].context.span_id
+
+
+def test_trace_message_content_is_read_once_per_request_and_applies_to_all_its_spans():
+    driver = tracing.init_bridge(trace_message_content=True)
+
+    @profiler.trace("api", hide_args=False)
+    def call(x):
+        return x
+
+    tracing.start_profiling()
+    with profiler.Trace(
+        "wsgi", info={"request": {"method": "GET", "path": "/v2/queues/q/claims/c1"}}
+    ):
+        call("first")
+        driver.conf.set_override("trace_message_content", False, "profiler")
+        call("second")  # same request: same policy
+    tracing.start_profiling()
+    with profiler.Trace(
+        "wsgi", info={"request": {"method": "GET", "path": "/v2/queues/q/claims/c2"}}
+    ):
+        call("third")  # the next request reads the flag again
+    profiler.clean()
+    spans = tracing.finished()
+    args = [s.attributes.get("osprofiler.function.args") for s in spans if s.name.startswith("api")]
+    assert args == ["('first',)", "('second',)", None]
+    paths = [s.attributes["url.path"] for s in spans if s.name == "GET"]
+    assert paths == ["/v2/queues/q/claims/c1", "/v2/queues/q/claims/REDACTED"]

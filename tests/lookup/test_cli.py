@@ -1,4 +1,4 @@
-"""The zaqar-otel console script: trace show, the osprofiler CLI through otel://, the hook."""
+"""The zaqar-otel console script: trace show, the osprofiler CLI through otel://."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -186,49 +184,18 @@ def test_osprofiler_trace_show_errors(jaeger_server):
     assert nowhere.returncode == 1 and "?query=http://JAEGER:16686" in nowhere.stdout
 
 
-@pytest.fixture
-def osprofiler_hook() -> Iterator[Path]:
-    """The hook installed in this environment for one test (left alone if it was there)."""
-    path = Path(sysconfig.get_paths()["purelib"]) / cli.HOOK_NAME
-    existed = path.exists()
-    assert cli.main(["osprofiler-hook", "install"]) == 0
-    try:
-        yield path
-    finally:
-        if not existed:
-            path.unlink(missing_ok=True)
-
-
 @pytest.mark.servers
-def test_the_real_osprofiler_command_with_the_hook(jaeger_server, known_trace, osprofiler_hook):
+def test_the_plain_osprofiler_command_knows_otel(jaeger_server, known_trace):
+    """No wrapper, no opt-in: zaqar-otel's .pth lets OSProfiler's own CLI find otel://."""
     base_id, tree = known_trace
-    assert osprofiler_hook.read_text() == cli.HOOK_LINE
     shown = run("osprofiler", "trace", "show", base_id, "--connection-string",
                 f"otel://?query={jaeger_server.query_url}", "--json")  # fmt: skip
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert json.loads(shown.stdout)["children"][0]["trace_id"] == tree["client"].id
-    # the hook imports nothing in any other program
-    other = subprocess.run(
-        [sys.executable, "-c", "import sys; print('zaqar_otel' in sys.modules)"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert other.stdout.strip() == "False"
-
-
-def test_osprofiler_hook_install_status_remove(tmp_path, capsys):
-    site = ["--site-packages", str(tmp_path)]
-    assert cli.main(["osprofiler-hook", "status", *site]) == 1
-    assert cli.main(["osprofiler-hook", "install", *site]) == 0
-    assert (tmp_path / cli.HOOK_NAME).read_text() == cli.HOOK_LINE
-    assert cli.main(["osprofiler-hook", "status", *site]) == 0
-    assert cli.main(["osprofiler-hook", "remove", *site]) == 0
-    assert not (tmp_path / cli.HOOK_NAME).exists()
-    out = capsys.readouterr().out
-    assert "not installed" in out and "installed" in out and "removed" in out
-    code = cli.main(["osprofiler-hook", "install", "--site-packages", str(tmp_path / "no" / "dir")])
-    assert code == 2 and "cannot write" in capsys.readouterr().err
+    switched_off = run("osprofiler", "trace", "show", base_id, "--connection-string",
+                       f"otel://?query={jaeger_server.query_url}", "--json",
+                       env={"ZAQAR_OTEL_NO_DISCOVERY": "1"})  # fmt: skip
+    assert "Driver not found for connection string: otel://" in switched_off.stdout
 
 
 def test_bad_usage_is_exit_2(capsys):

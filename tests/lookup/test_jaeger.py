@@ -50,7 +50,9 @@ def export_elements(otlp_http: str, base_id: str, tree: dict[str, Element], orde
         if element.service not in bridges:
             hints = HintedIdGenerator()
             provider = TracerProvider(
-                resource=Resource.create({SERVICE_NAME: element.service}), id_generator=hints
+                # the bridge's provider: the host in the resource, not on every span
+                resource=Resource.create({SERVICE_NAME: element.service, "host.name": "host-1"}),
+                id_generator=hints,
             )
             provider.add_span_processor(
                 SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp_http}/v1/traces"))
@@ -66,7 +68,6 @@ def export_elements(otlp_http: str, base_id: str, tree: dict[str, Element], orde
             "parent_id": parent,
             "info": dict(element.start_info if what == "start" else element.stop_info),
         }
-        payload["info"]["host"] = "host-1"
         bridges[element.service][1].handle(payload)
         time.sleep(0.003)  # distinct, ordered start times
     for provider, _ in bridges.values():
@@ -416,6 +417,11 @@ def test_driver_get_report_and_list_traces(jaeger_server, known_trace, monkeypat
     assert driver.get_report(str(uuid.uuid4()))["children"] == []
     listed = {t["base_id"]: t for t in driver.list_traces({"base_id", "timestamp"})}
     assert set(listed[base_id]) == {"base_id", "timestamp"}
+    # no fields: OSProfiler's default (osprofiler.drivers.base.Driver.list_traces)
+    assert {t["base_id"]: t for t in driver.list_traces()} == listed
+    everything = {t["base_id"]: t for t in driver.list_traces({"base_id", "trace_id", "error"})}
+    assert everything[base_id]["trace_id"] == ids.trace_hex(base_id)
+    assert everything[base_id]["error"] is True
     assert listed[base_id]["timestamp"].startswith(time.strftime("%Y-", time.gmtime()))
     errors = {t["base_id"] for t in driver.list_error_traces()}
     assert base_id in errors  # the controller span is in error

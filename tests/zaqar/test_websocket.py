@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -48,11 +49,13 @@ def _send(conn: Any, action: str, body: dict[str, Any], extra: dict[str, str]) -
 def test_signed_websocket_requests_are_traced(ws_zaqar, jaeger_server):
     conn = websocket.create_connection(f"ws://127.0.0.1:{ws_zaqar.port}", timeout=10)
     queue = zs.fresh_queue_name()
+    marker = f"MARK{uuid.uuid4().hex}"
     try:
         bases = {}
+        message = {"body": {"text": marker}, "ttl": 300}
         for action, body in (
             ("queue_create", {"queue_name": queue}),
-            ("message_post", {"queue_name": queue, "messages": [{"body": 1, "ttl": 300}] * 2}),
+            ("message_post", {"queue_name": queue, "messages": [message] * 2}),
             ("message_list", {"queue_name": queue, "echo": True}),
         ):
             headers, bases[action] = _signed_headers(zs.HMAC_KEY)
@@ -83,3 +86,6 @@ def test_signed_websocket_requests_are_traced(ws_zaqar, jaeger_server):
     listed: Tree = trace_of(jaeger_server, bases["message_list"], 2)
     assert listed.roots()[0]["operationName"] == "websocket message_list"
     assert jaeger_server.get_trace(ids.trace_hex(wrong_base)) is None
+    for tree in (post, created, listed):  # no body, no error, over websocket too
+        assert marker not in json.dumps(tree.spans)
+        assert not [s for s in tree.spans if tags(s).get("error") is True]

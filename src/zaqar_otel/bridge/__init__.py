@@ -13,4 +13,7 @@ The data flow, one module per stage::
       -> export                  otel:// -> OTLP exporter, counted drops and failures
 
 ``options`` holds the ``[profiler]`` options; ``logs`` keeps SDK log floods to one line.
+Around the request, for any OpenStack service: ``keystoneauth`` makes keystoneauth1 calls
+(keystonemiddleware's token validation) CLIENT spans the callee joins; ``flask_routes``
+names the request spans of Flask services (Keystone) by their route, with the status.
 """

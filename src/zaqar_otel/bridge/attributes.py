@@ -1,63 +1,120 @@
 """OSProfiler notification -> span name, kind and attributes (OTel semantic conventions).
 
-OSProfiler ``info`` shapes and what they become:
+One handler per ``info`` shape, chosen from ``SHAPES`` (the first key present wins):
 
-=============  ======  ==================================================
-info key       kind    name / attributes
-=============  ======  ==================================================
-``request``    SERVER  ``GET`` or ``GET /v2/queues/{queue_name}`` when a route is
-                       known; ``http.request.method``, ``url.path``, ``url.query``,
-                       ``url.scheme``, ``http.route``; at stop
-                       ``http.response.status_code``
-``requests``   CLIENT  ``GET``; ``url.full``, ``server.address``, ``server.port``
-``db``         CLIENT  ``SELECT``...; ``db.operation.name``, ``db.query.text``
-                       (literals replaced by ``?`` unless full capture is on)
+=============  ======== ==================================================
+info key       kind     name / attributes
+=============  ======== ==================================================
+``request``    SERVER   ``GET`` or ``GET /v2/queues/{queue_name}`` when a route is
+                        known; ``http.request.method``, ``url.path``, ``url.query``,
+                        ``url.scheme``, ``http.route``; at stop
+                        ``http.response.status_code``
+``requests``   CLIENT   ``GET``; ``url.full``, ``server.address``, ``server.port`` (at
+                        stop if the start had only a path); at stop
+                        ``http.response.status_code``
+``db``         CLIENT   ``SELECT``...; ``db.operation.name``, ``db.query.text``
+                        (literals replaced by ``?`` unless full capture is on)
+``websocket``  SERVER   ``websocket message_post``; ``messaging.*``, ``zaqar.project_id``;
+                        at stop ``zaqar.response.status``
 ``function``   INTERNAL ``<osprofiler name> <Class.method>``; ``code.function.name``
-``websocket``  SERVER  ``websocket message_post``; ``messaging.*``, ``zaqar.project_id``;
-                       at stop ``zaqar.response.status``
 anything else  INTERNAL the OSProfiler name
-=============  ======  ==================================================
+=============  ======== ==================================================
 
-Every span also gets ``osprofiler.name``, ``osprofiler.id`` (the element UUID),
-``osprofiler.base_id`` and ``host.name``. Other scalar info values are kept
-as ``osprofiler.<key>``.
+Every span also gets ``osprofiler.name``; the bridge adds ``osprofiler.id`` (the
+element UUID) and ``osprofiler.base_id``. Other scalar info values are kept as
+``osprofiler.<key>``.
+
+What is content (``Capture.content``, ``[profiler] trace_message_content``): function
+arguments and results (message bodies, project and client ids), capability ids in
+URLs (claim ids, see ``redact``) and the text of exceptions. Without the opt-in none
+of it is recorded: a function span carries its name, an exception its type and a
+message without quoted values.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_BATCH_MESSAGE_COUNT,
+    MESSAGING_DESTINATION_NAME,
+    MESSAGING_OPERATION_NAME,
+    MESSAGING_SYSTEM,
+)
+from opentelemetry.semconv.attributes.code_attributes import CODE_FUNCTION_NAME
+from opentelemetry.semconv.attributes.db_attributes import DB_OPERATION_NAME, DB_QUERY_TEXT
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_MESSAGE,
+    EXCEPTION_TYPE,
+)
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_NAME
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv.attributes.url_attributes import (
+    URL_FULL,
+    URL_PATH,
+    URL_QUERY,
+    URL_SCHEME,
+)
 from opentelemetry.trace import SpanKind
 
-MAX_VALUE = 1024
-_SQL_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
-# scheme://user:password@host -> scheme://user:***@host; password=... in URI queries
-_URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^\s:/@'\"]*):[^\s@/'\"]+@")
-_QUERY_SECRET = re.compile(
-    r"(?P<head>(?:^|[?&])(?:password|passwd|pwd|secret|token)=)[^&\s'\"]*", re.I
+from zaqar_otel.bridge.redact import (
+    MAX_VALUE,
+    REDACTED,
+    cap,
+    redact,
+    scrub_error_text,
+    scrub_url,
+    scrub_url_path,
+    scrub_url_query,
 )
-REDACTED = "***"
 
+__all__ = [
+    "MAX_VALUE",
+    "REDACTED",
+    "SHAPES",
+    "Capture",
+    "Stop",
+    "base_name",
+    "describe_start",
+    "describe_stop",
+    "redact",
+    "sanitize_sql",
+    "short_function",
+]
 
-def redact(text: str) -> str:
-    """Hide credentials in connection URIs (``redis://:pw@h``, ``?password=pw``)."""
-    if "@" in text:
-        text = _URI_PASSWORD.sub(rf"\g<head>:{REDACTED}@", text)
-    if "=" in text:
-        text = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", text)
-    return text
-
-
+_SQL_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
 _KNOWN = {"request", "requests", "db", "function", "websocket", "host", "etype", "message"}
+ZAQAR_PROJECT_ID = "zaqar.project_id"
+ZAQAR_RESPONSE_STATUS = "zaqar.response.status"
 
 AttributeValue = str | bool | int | float
+Attributes = dict[str, AttributeValue]
+Described = tuple[str, SpanKind, Attributes]
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What the operator allowed to leave: statement values, content (see module doc)."""
+
+    statements: bool = False  # [profiler] trace_db_statements
+    content: bool = False  # [profiler] trace_message_content
+
+
+NOTHING = Capture()
 
 
 def _text(value: Any, limit: int = MAX_VALUE) -> str:
-    text = redact(value if isinstance(value, str) else repr(value))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return cap(redact(value if isinstance(value, str) else repr(value)), limit)
 
 
 def sanitize_sql(statement: str) -> str:
@@ -87,111 +144,204 @@ def _mapping(info: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     return value if type(value) is dict or isinstance(value, Mapping) else None
 
 
-def describe_start(
-    name: str, info: Mapping[str, Any], full_statements: bool = False
-) -> tuple[str, SpanKind, dict[str, AttributeValue]]:
-    """(span name, kind, attributes) for a ``<name>-start`` notification."""
-    attrs: dict[str, AttributeValue] = {"osprofiler.name": name}
-    host = info.get("host")
-    if isinstance(host, str):
-        attrs["host.name"] = host
-    for key, value in info.items():
-        if key not in _KNOWN and isinstance(value, str | bool | int | float):
-            attrs[f"osprofiler.{key}"] = _text(value) if isinstance(value, str) else value
+# -- one handler per info shape: (name, section, attrs to fill, capture) -> (name, kind)
+# or None to let the next shape (finally the plain INTERNAL span) describe it.
 
-    request = _mapping(info, "request")
-    if request is not None:
-        method = str(request.get("method") or "HTTP")
-        attrs["http.request.method"] = method
-        for src, dst in (("path", "url.path"), ("query", "url.query"), ("scheme", "url.scheme")):
-            if request.get(src):
-                attrs[dst] = _text(request[src])
-        route = request.get("route")
-        if route:
-            attrs["http.route"] = str(route)
-            return f"{method} {route}", SpanKind.SERVER, attrs
-        return method, SpanKind.SERVER, attrs
+Handler = Callable[[str, Mapping[str, Any], Attributes, Capture], tuple[str, SpanKind] | None]
 
-    requests = _mapping(info, "requests")
-    if requests is not None:
-        method = str(requests.get("method") or "HTTP")
-        attrs["http.request.method"] = method
-        host_name, port = requests.get("hostname"), requests.get("port")
-        if host_name:
-            attrs["server.address"] = str(host_name)
-        if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
-            attrs["server.port"] = int(port)
-        scheme = requests.get("scheme") or "http"
-        url = f"{scheme}://{host_name or ''}"
-        if port:
-            url += f":{port}"
-        url += str(requests.get("path") or "")
-        if requests.get("query"):
-            url += f"?{requests['query']}"
-        attrs["url.full"] = _text(url)
-        return method, SpanKind.CLIENT, attrs
 
-    db = _mapping(info, "db")
-    if db is not None:
-        statement = str(db.get("statement") or "")
-        operation = statement.split(None, 1)[0].upper() if statement.strip() else "QUERY"
-        attrs["db.operation.name"] = operation
-        attrs["db.query.text"] = _text(statement if full_statements else sanitize_sql(statement))
-        if full_statements and db.get("params") is not None:
-            attrs["osprofiler.db.params"] = _text(db["params"])
-        return operation, SpanKind.CLIENT, attrs
+def _server_request(
+    name: str, request: Mapping[str, Any], attrs: Attributes, capture: Capture
+) -> tuple[str, SpanKind]:
+    method = str(request.get("method") or "HTTP")
+    attrs[HTTP_REQUEST_METHOD] = method
+    if request.get("path"):
+        path = _text(request["path"])
+        attrs[URL_PATH] = path if capture.content else scrub_url_path(path)
+    if request.get("query"):
+        query = _text(request["query"])
+        attrs[URL_QUERY] = query if capture.content else scrub_url_query(query)
+    if request.get("scheme"):
+        attrs[URL_SCHEME] = _text(request["scheme"])
+    route = request.get("route")
+    if route:
+        attrs[HTTP_ROUTE] = str(route)
+        return f"{method} {route}", SpanKind.SERVER
+    return method, SpanKind.SERVER
 
-    websocket = _mapping(info, "websocket")
-    if websocket is not None:
-        action = str(websocket.get("action") or "message")
-        attrs["network.protocol.name"] = "websocket"
-        attrs["messaging.system"] = "zaqar"
-        attrs["messaging.operation.name"] = action
-        for src, dst in (
-            ("queue_name", "messaging.destination.name"),
-            ("project_id", "zaqar.project_id"),
-            ("message_count", "messaging.batch.message_count"),
-        ):
-            value = websocket.get(src)
-            if isinstance(value, int) and not isinstance(value, bool):
-                attrs[dst] = value
-            elif isinstance(value, str) and value:
-                attrs[dst] = _text(value)
-        return f"websocket {action}", SpanKind.SERVER, attrs
 
-    function = _mapping(info, "function")
-    if function is not None and function.get("name"):
-        full = str(function["name"])
-        attrs["code.function.name"] = full
+def _client_request(
+    name: str, requests: Mapping[str, Any], attrs: Attributes, capture: Capture
+) -> tuple[str, SpanKind]:
+    method = str(requests.get("method") or "HTTP")
+    attrs[HTTP_REQUEST_METHOD] = method
+    host_name, port = requests.get("hostname"), requests.get("port")
+    if host_name:
+        attrs[SERVER_ADDRESS] = str(host_name)
+    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+        attrs[SERVER_PORT] = int(port)
+    if not host_name:  # a URL relative to a catalog endpoint (keystoneauth): url.full at stop
+        return method, SpanKind.CLIENT
+    url = f"{requests.get('scheme') or 'http'}://{host_name}"
+    if port:
+        url += f":{port}"
+    url += str(requests.get("path") or "")
+    if requests.get("query"):
+        url += f"?{requests['query']}"
+    attrs[URL_FULL] = _text(url if capture.content else scrub_url(url))
+    return method, SpanKind.CLIENT
+
+
+def _url_attributes(url: str, capture: Capture) -> Attributes:
+    """``url.full``, ``server.address``, ``server.port`` of a URL known only at the end."""
+    attrs: Attributes = {URL_FULL: _text(url if capture.content else scrub_url(url))}
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return attrs
+    if parts.hostname:
+        attrs[SERVER_ADDRESS] = parts.hostname
+    if port:
+        attrs[SERVER_PORT] = port
+    return attrs
+
+
+def _db(
+    name: str, db: Mapping[str, Any], attrs: Attributes, capture: Capture
+) -> tuple[str, SpanKind]:
+    statement = str(db.get("statement") or "")
+    operation = statement.split(None, 1)[0].upper() if statement.strip() else "QUERY"
+    attrs[DB_OPERATION_NAME] = operation
+    attrs[DB_QUERY_TEXT] = _text(statement if capture.statements else sanitize_sql(statement))
+    if capture.statements and db.get("params") is not None:
+        attrs["osprofiler.db.params"] = _text(db["params"])
+    return operation, SpanKind.CLIENT
+
+
+_WEBSOCKET_FIELDS = (
+    ("queue_name", MESSAGING_DESTINATION_NAME),
+    ("project_id", ZAQAR_PROJECT_ID),
+    ("message_count", MESSAGING_BATCH_MESSAGE_COUNT),
+)
+
+
+def _websocket(
+    name: str, websocket: Mapping[str, Any], attrs: Attributes, capture: Capture
+) -> tuple[str, SpanKind]:
+    action = str(websocket.get("action") or "message")
+    attrs[NETWORK_PROTOCOL_NAME] = "websocket"
+    attrs[MESSAGING_SYSTEM] = "zaqar"
+    attrs[MESSAGING_OPERATION_NAME] = action
+    for src, dst in _WEBSOCKET_FIELDS:
+        value = websocket.get(src)
+        if isinstance(value, int) and not isinstance(value, bool):
+            attrs[dst] = value
+        elif isinstance(value, str) and value:
+            attrs[dst] = _text(value)
+    return f"websocket {action}", SpanKind.SERVER
+
+
+def _function(
+    name: str, function: Mapping[str, Any], attrs: Attributes, capture: Capture
+) -> tuple[str, SpanKind] | None:
+    if not function.get("name"):
+        return None
+    full = str(function["name"])
+    attrs[CODE_FUNCTION_NAME] = full
+    if capture.content:
+        # OSProfiler's trace(hide_args=False): the arguments' str(), message bodies included
         for key in ("args", "kwargs"):
             if key in function:
                 attrs[f"osprofiler.function.{key}"] = _text(function[key])
-        return f"{name} {short_function(full)}", SpanKind.INTERNAL, attrs
+    return f"{name} {short_function(full)}", SpanKind.INTERNAL
 
+
+SHAPES: tuple[tuple[str, Handler], ...] = (
+    ("request", _server_request),
+    ("requests", _client_request),
+    ("db", _db),
+    ("websocket", _websocket),
+    ("function", _function),
+)
+
+
+def describe_start(name: str, info: Mapping[str, Any], capture: Capture = NOTHING) -> Described:
+    """(span name, kind, attributes) for a ``<name>-start`` notification."""
+    attrs: Attributes = {"osprofiler.name": name}
+    for key, value in info.items():
+        if key not in _KNOWN and isinstance(value, str | bool | int | float):
+            attrs[f"osprofiler.{key}"] = _text(value) if isinstance(value, str) else value
+    for key, handler in SHAPES:
+        section = _mapping(info, key)
+        if section is not None:
+            described = handler(name, section, attrs, capture)
+            if described is not None:
+                return described[0], described[1], attrs
     return name, SpanKind.INTERNAL, attrs
+
+
+@dataclass
+class Stop:
+    """What a ``-stop`` notification adds: attributes, an error, an exception event."""
+
+    attributes: Attributes
+    error: str | None = None  # the span's status description when it failed
+    event: Attributes | None = None  # the attributes of an "exception" event
+
+
+def _never(etype: str) -> bool:
+    return False
 
 
 def describe_stop(
     info: Mapping[str, Any],
-) -> tuple[dict[str, AttributeValue], tuple[str, str] | None]:
-    """(attributes to add, (error type, message) or None) for a ``-stop`` notification."""
-    attrs: dict[str, AttributeValue] = {}
-    for key in ("function", "db"):
-        section = _mapping(info, key)
-        if section is not None and section.get("result") is not None:
-            attrs[f"osprofiler.{key}.result"] = _text(section["result"])
+    capture: Capture = NOTHING,
+    expected: Callable[[str], bool] = _never,
+) -> Stop:
+    """Attributes, error and exception event of a ``-stop`` notification.
+
+    ``expected(etype)`` tells an exception that is an answer, not a failure (a
+    "does not exist" that becomes a 404): it gets an event, not an error status.
+    """
+    stop = Stop({})
+    if capture.content:
+        for key in ("function", "db"):
+            section = _mapping(info, key)
+            if section is not None and section.get("result") is not None:
+                stop.attributes[f"osprofiler.{key}.result"] = _text(section["result"])
     for key in ("requests", "response"):
         section = _mapping(info, key)
         status = section.get("status_code") if section else None
         if isinstance(status, int):
-            attrs["http.response.status_code"] = status
-    error = None
+            stop.attributes[HTTP_RESPONSE_STATUS_CODE] = status
+    requests = _mapping(info, "requests")
+    if requests is not None and isinstance(requests.get("url"), str):
+        stop.attributes.update(_url_attributes(requests["url"], capture))
     websocket = _mapping(info, "websocket")
     status = websocket.get("status") if websocket else None
     if isinstance(status, int):
-        attrs["zaqar.response.status"] = status
+        stop.attributes[ZAQAR_RESPONSE_STATUS] = status
         if status >= 500:
-            error = ("ServerError", f"status {status}")
+            stop.attributes[ERROR_TYPE] = str(status)
+            stop.error = f"status {status}"
     if info.get("etype"):
-        error = (str(info["etype"]), _text(info.get("message") or ""))
-    return attrs, error
+        _exception(stop, str(info["etype"]), info.get("message"), capture, expected)
+    return stop
+
+
+def _exception(
+    stop: Stop, etype: str, message: Any, capture: Capture, expected: Callable[[str], bool]
+) -> None:
+    text = _text(message or "") if capture.content else scrub_error_text(str(message or ""))
+    stop.event = {EXCEPTION_TYPE: etype}
+    if expected(etype):
+        # an answer such as "does not exist": the type tells it; the message
+        # names what was looked for (a claim id is a capability), so only with content
+        if capture.content and text:
+            stop.event[EXCEPTION_MESSAGE] = text
+        return
+    if text:
+        stop.event[EXCEPTION_MESSAGE] = text
+    stop.attributes[ERROR_TYPE] = etype
+    stop.error = f"{etype}: {text}" if text else etype

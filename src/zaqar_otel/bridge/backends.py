@@ -12,7 +12,17 @@ The flags are authoritative: a true flag instruments the backend with the
 bridge's gated provider (DB spans only inside profiled requests), a false flag
 uninstruments it even if something else (``opentelemetry-instrument``)
 instrumented it. Instrumentation applies to clients created afterwards
-(pymongo ``MongoClient``, SQLAlchemy engines); Redis is patched at class level.
+(SQLAlchemy engines); Redis is patched at class level. Redis gets two hooks: a
+script's name on ``EVALSHA``, and whether a pipeline is a transaction (the span's
+name, see ``zaqar_otel.bridge.conventions``).
+
+pymongo is different: its instrumentor builds one command listener per process
+(registered with pymongo, which has no way to unregister it), with the provider
+and ``capture_statement`` of the *first* ``instrument()``; later calls only
+switch it on and off. Whoever instrumented first (``opentelemetry-instrument``
+does, before Zaqar starts), the bridge points that listener at the gated
+provider and makes its ``capture_statement`` follow ``trace_db_statements``
+live; it then serves every ``MongoClient``, created before or after.
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.semconv.attributes.db_attributes import DB_STORED_PROCEDURE_NAME
 
-from zaqar_otel.bridge.gate import GatedTracerProvider
+from zaqar_otel.bridge import conventions
+from zaqar_otel.bridge.gate import DbSpan, GatedTracer, GatedTracerProvider, in_profiled_request
 from zaqar_otel.bridge.logs import LOG, log_once
 
 
@@ -123,8 +135,9 @@ def _switch(name: str, backend: Backend, wanted: bool, gated: GatedTracerProvide
             _active.discard(name)
         if wanted and not instrumentor.is_instrumented_by_opentelemetry:
             kwargs = dict(backend.kwargs)
-            if name == "mongodb" and gated.full_statements():
-                kwargs["capture_statement"] = True
+            if name == "redis":
+                kwargs["request_hook"] = redis_request_hook
+                kwargs["response_hook"] = redis_response_hook
             if name == "sqlalchemy":
                 # traces only: the pool-usage metric costs ~12 us per statement,
                 # traced or not (a micro-benchmark on SQLite: +38.6 us -> +26.5 us)
@@ -132,10 +145,67 @@ def _switch(name: str, backend: Backend, wanted: bool, gated: GatedTracerProvide
 
                 kwargs["meter_provider"] = NoOpMeterProvider()
             instrumentor.instrument(tracer_provider=gated, **kwargs)
+            if name == "mongodb" and not own_pymongo_listener(instrumentor, gated):
+                instrumentor.uninstrument()  # not gated: no MongoDB spans rather than leaks
+                return False
             _active.add(name)
     except Exception:
         LOG.warning("zaqar-otel: could not switch %s tracing", name, exc_info=True)
     return name in _active
+
+
+_SCRIPT_COMMANDS = frozenset({"EVALSHA", "EVALSHA_RO", "FCALL", "FCALL_RO"})
+
+
+def redis_request_hook(span: Any, instance: Any, args: Any, kwargs: Any) -> None:
+    """``EVALSHA <sha>``: the script as ``db.stored_procedure.name`` (its name if known)."""
+    if len(args) > 1 and str(args[0]).upper() in _SCRIPT_COMMANDS and span.is_recording():
+        script = str(args[1])
+        span.set_attribute(DB_STORED_PROCEDURE_NAME, conventions.SCRIPT_NAMES.get(script, script))
+
+
+def redis_response_hook(span: Any, instance: Any, response: Any) -> None:
+    """A pipeline tells whether it ran as a transaction (MULTI/EXEC); nothing else is read."""
+    if isinstance(span, DbSpan) and hasattr(instance, "command_stack"):
+        span.transaction = bool(getattr(instance, "transaction", True))
+
+
+class LiveFlag:
+    """True when ``read()`` is, read each time it is tested (inside profiled requests only)."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[], bool]) -> None:
+        self.read = read
+
+    def __bool__(self) -> bool:
+        return in_profiled_request() and bool(self.read())
+
+
+def own_pymongo_listener(instrumentor: Any, gated: GatedTracerProvider) -> bool:
+    """Point pymongo's one command listener at ``gated`` and live ``trace_db_statements``.
+
+    False (and a warning) if this version of the instrumentation has no such listener.
+    """
+    listener = getattr(instrumentor, "_commandtracer_instance", None)
+    tracer = getattr(listener, "_tracer", None)
+    if listener is None or tracer is None or not hasattr(listener, "capture_statement"):
+        log_once.warning(
+            "pymongo-listener",
+            "zaqar-otel: unknown opentelemetry-instrumentation-pymongo version (no command "
+            "listener found): MongoDB is not traced",
+        )
+        return False
+    if isinstance(tracer, GatedTracer):
+        tracer = tracer._inner
+    scope = getattr(tracer, "_instrumentation_scope", None)
+    listener._tracer = gated.get_tracer(
+        getattr(scope, "name", "opentelemetry.instrumentation.pymongo"),
+        getattr(scope, "version", None),
+        getattr(scope, "schema_url", None),
+    )
+    listener.capture_statement = LiveFlag(gated.full_statements)
+    return True
 
 
 def reset() -> None:

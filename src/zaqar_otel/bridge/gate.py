@@ -5,29 +5,45 @@ The DB instrumentors (``zaqar_otel.bridge.backends``) are handed a
 context carries the ``PROFILED`` mark, which the bridge sets while an OSProfiler
 span is open (``zaqar_otel.bridge.spans``). Anywhere else a database call gets a
 shared no-op span: nothing is recorded or exported. Unless ``trace_db_statements``
-is on, statement attributes lose their literal values (``?`` instead).
+is on, statement attributes lose their literal values (``?`` instead). Every DB span
+that passes is a ``DbSpan``: stable semantic conventions, a readable name, expected
+answers not marked as errors (``zaqar_otel.bridge.conventions``).
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes import db_attributes as old_db
+from opentelemetry.semconv.attributes.db_attributes import DB_QUERY_TEXT, DB_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_ESCAPED,
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+)
 from opentelemetry.util import types
 
+from zaqar_otel.bridge import conventions
 from zaqar_otel.bridge.attributes import sanitize_sql
+from zaqar_otel.bridge.logs import LOG
+from zaqar_otel.bridge.redact import scrub_error_text
 
 PROFILED = context_api.create_key("zaqar_otel.profiled")
+EXPECTED_RESPONSE_EVENT = "expected database response"
 
 
 def in_profiled_request(context: context_api.Context | None = None) -> bool:
     return bool(context_api.get_value(PROFILED, context))
 
 
-STATEMENT_KEYS = frozenset({"db.statement", "db.query.text"})
+STATEMENT_KEYS = frozenset({old_db.DB_STATEMENT, DB_QUERY_TEXT})
 
 
 def _sanitized(attributes: types.Attributes) -> types.Attributes:
@@ -39,21 +55,56 @@ def _sanitized(attributes: types.Attributes) -> types.Attributes:
     }
 
 
-class SanitizingSpan(trace.Span):
-    """A DB span whose statement attributes lose their literal values (``?`` instead)."""
+class DbSpan(trace.Span):
+    """A DB span of an instrumentation, made fit to leave (``zaqar_otel.bridge.conventions``).
 
-    def __init__(self, inner: trace.Span) -> None:
+    Attributes in the stable conventions, statements without literal values (unless
+    ``full``), exception texts without the values they echo (unless ``full``), the
+    name of the current convention at ``end()``, and expected answers (Redis
+    ``NOSCRIPT``) recorded as what they are instead of as an error.
+    """
+
+    def __init__(self, inner: trace.Span, name: str, full: bool, keep_old: bool) -> None:
         self._inner = inner
+        self._name = name
+        self._full = full
+        self._keep_old = keep_old
+        self._seen: dict[str, Any] = {}
+        self._expected = False
+        self.transaction: bool | None = None  # Redis pipelines: MULTI/EXEC or not
+
+    def _clean(self, attributes: types.Attributes) -> dict[str, Any]:
+        if attributes:
+            self._seen.update(attributes)
+        translated = conventions.translate_all(attributes, self._keep_old)
+        if not self._full:
+            translated = dict(_sanitized(translated) or {})
+        self._seen.update(translated)
+        return translated
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        if key in STATEMENT_KEYS and isinstance(value, str):
-            value = sanitize_sql(value)
-        self._inner.set_attribute(key, value)
+        translated = self._clean({key: value})
+        if translated:
+            self._inner.set_attributes(translated)
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
-        self._inner.set_attributes(_sanitized(attributes) or {})
+        translated = self._clean(attributes)
+        if translated:
+            self._inner.set_attributes(translated)
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+        self._inner.update_name(name)
 
     def end(self, end_time: int | None = None) -> None:
+        try:
+            name, extra = conventions.finish(self._name, self._seen, self.transaction)
+            if extra:
+                self._inner.set_attributes(extra)
+            if name != self._name:
+                self._inner.update_name(name)
+        except Exception:
+            LOG.debug("zaqar-otel: could not name a DB span", exc_info=True)
         self._inner.end(end_time)
 
     def get_span_context(self) -> trace.SpanContext:
@@ -64,16 +115,21 @@ class SanitizingSpan(trace.Span):
     ) -> None:
         self._inner.add_event(name, attributes, timestamp)
 
-    def update_name(self, name: str) -> None:
-        self._inner.update_name(name)
-
     def is_recording(self) -> bool:
         return self._inner.is_recording()
 
     def set_status(
         self, status: trace.Status | trace.StatusCode, description: str | None = None
     ) -> None:
-        self._inner.set_status(status, description)
+        code = status.status_code if isinstance(status, trace.Status) else status
+        if isinstance(status, trace.Status):
+            description = status.description
+        if code is trace.StatusCode.ERROR:
+            if self._expected:
+                return  # an expected answer (NOSCRIPT) is not an error
+            if description and not self._full:
+                description = scrub_error_text(description)
+        self._inner.set_status(trace.Status(code, description))
 
     def record_exception(
         self,
@@ -82,7 +138,46 @@ class SanitizingSpan(trace.Span):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        self._inner.record_exception(exception, attributes, timestamp, escaped)
+        if self._full:
+            self._inner.record_exception(exception, attributes, timestamp, escaped)
+            return
+        message = scrub_error_text(str(exception))
+        # where it was raised, without the source lines (they may hold literals)
+        frames = "".join(
+            f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n'
+            for frame in traceback.extract_tb(exception.__traceback__)
+        )
+        event = {
+            EXCEPTION_TYPE: conventions.error_attributes(exception).get(ERROR_TYPE, ""),
+            EXCEPTION_MESSAGE: message,
+            EXCEPTION_STACKTRACE: f"Traceback (most recent call last):\n{frames}"
+            f"{type(exception).__name__}: {message}",
+            EXCEPTION_ESCAPED: str(escaped),
+        }
+        event.update(attributes or {})
+        self._inner.add_event("exception", event, timestamp)
+
+    def fail(self, exception: BaseException, record: bool, set_status: bool) -> None:
+        """What leaving the span with ``exception`` means: an expected answer or an error."""
+        expected = conventions.expected_response(exception)
+        if expected is not None:
+            code, explanation = expected
+            self._expected = True
+            self._inner.set_attribute(DB_RESPONSE_STATUS_CODE, code)
+            self._inner.add_event(
+                EXPECTED_RESPONSE_EVENT,
+                {
+                    DB_RESPONSE_STATUS_CODE: code,
+                    EXCEPTION_TYPE: type(exception).__name__,
+                    "zaqar_otel.explanation": explanation,
+                },
+            )
+            return
+        self._inner.set_attributes(conventions.error_attributes(exception))
+        if record:
+            self.record_exception(exception, escaped=True)
+        if set_status:
+            self.set_status(trace.StatusCode.ERROR, f"{type(exception).__name__}: {exception}")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -94,12 +189,16 @@ _NOT_PROFILED: AbstractContextManager[trace.Span] = nullcontext(trace.INVALID_SP
 class GatedTracer(trace.Tracer):
     """Starts real spans only inside a profiled request; no-op spans elsewhere.
 
-    Unless ``full_statements()`` is true, DB statements lose their literal values.
+    The real spans are ``DbSpan``s: unless ``full_statements()`` is true, DB
+    statements lose their literal values; ``keep_old`` keeps the old convention keys.
     """
 
-    def __init__(self, inner: trace.Tracer, full_statements: Callable[[], bool]) -> None:
+    def __init__(
+        self, inner: trace.Tracer, full_statements: Callable[[], bool], keep_old: bool = False
+    ) -> None:
         self._inner = inner
         self._full_statements = full_statements
+        self._keep_old = keep_old
 
     def start_span(
         self,
@@ -115,17 +214,26 @@ class GatedTracer(trace.Tracer):
         if not in_profiled_request(context):
             return trace.INVALID_SPAN
         full = self._full_statements()
-        span = self._inner.start_span(
+        translated = conventions.translate_all(attributes, self._keep_old) if attributes else None
+        span = DbSpan(
+            self._inner.start_span(
+                name,
+                context,
+                kind,
+                translated if full else _sanitized(translated),
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            ),
             name,
-            context,
-            kind,
-            attributes if full else _sanitized(attributes),
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
+            full,
+            self._keep_old,
         )
-        return span if full else SanitizingSpan(span)
+        if attributes:
+            span._seen.update(attributes)
+            span._seen.update(translated or {})
+        return span
 
     def start_as_current_span(  # type: ignore[override]
         self,
@@ -179,22 +287,29 @@ class GatedTracer(trace.Tracer):
             set_status_on_exception,
         )
         with trace.use_span(
-            span,
-            end_on_exit=end_on_exit,
-            record_exception=record_exception,
-            set_status_on_exception=set_status_on_exception,
+            span, end_on_exit=end_on_exit, record_exception=False, set_status_on_exception=False
         ) as current:
-            yield current
+            try:
+                yield current
+            except Exception as exception:
+                if isinstance(span, DbSpan):
+                    span.fail(exception, record_exception, set_status_on_exception)
+                raise
 
 
 class GatedTracerProvider(trace.TracerProvider):
     """Hands out ``GatedTracer``s over the tracers of ``inner``."""
 
     def __init__(
-        self, inner: trace.TracerProvider, full_statements: Callable[[], bool] = lambda: False
+        self,
+        inner: trace.TracerProvider,
+        full_statements: Callable[[], bool] = lambda: False,
+        keep_old: bool | None = None,
     ) -> None:
         self.inner = inner
         self.full_statements = full_statements
+        # OTEL_SEMCONV_STABILITY_OPT_IN=database/dup: the operator wants both vocabularies
+        self.keep_old = conventions.keep_old_keys() if keep_old is None else keep_old
 
     def get_tracer(
         self,
@@ -208,6 +323,7 @@ class GatedTracerProvider(trace.TracerProvider):
                 instrumenting_module_name, instrumenting_library_version, schema_url, attributes
             ),
             self.full_statements,
+            self.keep_old,
         )
 
     def __getattr__(self, name: str) -> Any:

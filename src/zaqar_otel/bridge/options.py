@@ -2,8 +2,9 @@
 
 OSProfiler owns ``enabled``, ``hmac_keys``, ``connection_string`` and
 ``trace_sqlalchemy``; Zaqar owns ``trace_wsgi_transport``, ``trace_message_store``
-and ``trace_management_store``. The bridge adds one flag per database backend
-and one for Zaqar's pooling catalog. ``register_opts`` registers OSProfiler's
+and ``trace_management_store``. The bridge adds one flag per database backend,
+one for Zaqar's pooling catalog and two that let values out (``trace_db_statements``,
+``trace_message_content``). ``register_opts`` registers OSProfiler's
 options too, so that one call prepares any ``ConfigOpts`` for the bridge.
 """
 
@@ -43,6 +44,17 @@ BRIDGE_OPTS: list[cfg.Opt] = [
         help="Record full database statements with their literal values. Off by "
         "default: statements are sanitised (literals replaced by '?', Redis "
         "arguments hidden). Turning it on may export message bodies and secrets.",
+    ),
+    cfg.BoolOpt(
+        "trace_message_content",
+        default=False,
+        mutable=True,
+        help="Record what Zaqar's storage functions were called with and returned "
+        "(message bodies, project and client ids), claim ids in URLs and the full "
+        "text of exceptions. Off by default: a span names the function, queue, "
+        "message count and message ids, never a body, argument or claim id. Read at "
+        "the start of each request. For debugging only: turning it on exports "
+        "message content.",
     ),
 ]
 

@@ -1,8 +1,9 @@
 """The TracerProvider the bridge records into, and chosen span ids.
 
-* ``use_or_build(service)``: the process's SDK provider if one is set (say by
+* ``use_or_build(service, host)``: the process's SDK provider if one is set (say by
   ``opentelemetry-instrument``), never replaced; otherwise one built from the
-  ``OTEL_*`` environment and made global, ``service`` as default service name.
+  ``OTEL_*`` environment and made global, with ``service`` as default service name
+  and the host and process in its resource (``resource_for``).
 * ``HintedIdGenerator``: the SDK takes no span id in ``start_span``; this id
   generator returns the ids a thread hinted just before the call, so OTel ids
   equal those derived from OSProfiler's (see ``zaqar_otel.bridge.ids``).
@@ -13,16 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Resource
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    OTELResourceDetector,
+    ProcessResourceDetector,
+    Resource,
+)
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_ARCH, HOST_NAME
 
 
 class HintedIdGenerator(IdGenerator):
@@ -70,9 +79,24 @@ class _HashedOnce(Resource):
         return self._hash
 
 
-def resource_for(service: str) -> Resource:
-    """``service`` as default service.name; OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win."""
-    merged = Resource.create({SERVICE_NAME: service}).merge(OTELResourceDetector().detect())
+def resource_for(service: str, host: str | None = None) -> Resource:
+    """The bridge's resource: who exports (service, host, process), once per process.
+
+    ``service`` is the default ``service.name``; ``host.name`` is ``host`` (what
+    OSProfiler was initialised with) or the machine's hostname, ``host.arch`` and the
+    SDK's process attributes (pid, executable, runtime; not the command line, which
+    may hold secrets) follow. ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``
+    win over all of them. Spans then carry none of these: Jaeger shows them once, as
+    the process.
+    """
+    detected: dict[str, Any] = {
+        HOST_NAME: host or socket.gethostname(),
+        HOST_ARCH: platform.machine(),
+    }
+    detected.update(ProcessResourceDetector().detect().attributes)
+    merged = Resource.create({**detected, SERVICE_NAME: service}).merge(
+        OTELResourceDetector().detect()
+    )
     return _HashedOnce(merged.attributes, merged.schema_url)
 
 
@@ -83,7 +107,7 @@ def sdk_provider() -> TracerProvider | None:
 
 
 def use_or_build(
-    service: str, processor: Callable[[], SpanProcessor | None]
+    service: str, processor: Callable[[], SpanProcessor | None], host: str | None = None
 ) -> tuple[TracerProvider, HintedIdGenerator, bool]:
     """(provider, its hinted id generator, whether the bridge built it).
 
@@ -92,7 +116,9 @@ def use_or_build(
     provider = sdk_provider()
     built = provider is None
     if provider is None:
-        provider = TracerProvider(resource=resource_for(service), id_generator=HintedIdGenerator())
+        provider = TracerProvider(
+            resource=resource_for(service, host), id_generator=HintedIdGenerator()
+        )
         chosen = processor()
         if chosen is not None:
             provider.add_span_processor(chosen)

@@ -5,12 +5,24 @@ pairs are matched by id in a table, never by a stack, so threads cannot end
 each other's spans. While a span is open its context is attached in the thread
 that opened it (OSProfiler notifies synchronously in the traced thread), so
 spans of the DB instrumentations started meanwhile are its children; the
-context also carries the ``PROFILED`` mark the DB gate looks for.
+context also carries the ``PROFILED`` mark the DB gate looks for, and the
+bridge itself (``current_bridge()``).
+
+Work a call leaves to be done later (a generator or a database cursor it
+returns, consumed by its caller after the ``-stop``) can stay inside the call's
+span: while the span is open, ``SpanBridge.hold(element_id)`` keeps it open past
+its ``-stop`` and returns a ``HeldSpan``; the deferred work runs inside
+``held.resumed()`` (the span's context is current again, DB spans become its
+children) and the span ends when the last holder ``release()``s it, at the end
+of the latest resumed work. A held span never outlives its parent span: when the
+parent ends, held children still open end with it; and the ``max_open`` bound
+counts held spans too.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +31,7 @@ from typing import Any
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from oslo_utils import reflection
 
 from zaqar_otel.bridge import attributes, ids
 from zaqar_otel.bridge.gate import PROFILED
@@ -27,6 +40,19 @@ from zaqar_otel.bridge.provider import HintedIdGenerator
 
 DEFAULT_MAX_OPEN = 10_000
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOTHING = attributes.NOTHING
+
+
+BRIDGE = context_api.create_key("zaqar_otel.bridge")
+# trace_message_content as read at the outermost span: one request, one policy (and one
+# oslo.config lookup per request instead of one per span)
+CONTENT = context_api.create_key("zaqar_otel.content")
+
+
+def current_bridge(context: context_api.Context | None = None) -> SpanBridge | None:
+    """The bridge whose span is current (None outside bridge spans)."""
+    value = context_api.get_value(BRIDGE, context)
+    return value if isinstance(value, SpanBridge) else None
 
 
 @dataclass
@@ -34,6 +60,9 @@ class _Open:
     span: trace.Span
     token: object
     thread: int
+    context: context_api.Context
+    parent_id: str | None
+    held: HeldSpan | None = None
 
 
 def _never(name: str, info: Mapping[str, Any]) -> bool:
@@ -50,15 +79,27 @@ class SpanBridge:
         skip: Callable[[str, Mapping[str, Any]], bool] = _never,
         full_statements: Callable[[], bool] = lambda: False,
         max_open: int = DEFAULT_MAX_OPEN,
+        content: Callable[[], bool] = lambda: False,
+        expected: Callable[[str], bool] = lambda etype: False,
+        span_attributes: Mapping[str, attributes.AttributeValue] | None = None,
     ) -> None:
+        """``full_statements`` / ``content``: the ``trace_db_statements`` /
+        ``trace_message_content`` flags (read per span); ``expected(etype)``: an
+        exception that is an answer (a 404), not a failure; ``span_attributes``:
+        added to every span (``host.name`` when the provider's resource lacks it)."""
         self.tracer = tracer
         self.hints = hints
         self.skip = skip
         self.full_statements = full_statements
+        self.content = content
+        self.expected = expected
+        self.span_attributes = dict(span_attributes or {})
         self.max_open = max_open
         self.evicted = 0
         self.malformed = 0
         self._open: OrderedDict[str, _Open] = OrderedDict()
+        # stopped but held spans (also in _open), by element id
+        self._held: dict[str, _Open] = {}
         # Skipped elements -> their own parent, so that their children hang
         # under the nearest exported ancestor instead of a missing span.
         self._skipped: OrderedDict[str, str | None] = OrderedDict()
@@ -79,7 +120,8 @@ class SpanBridge:
             else:
                 raise ValueError(f"notification name {name!r} ends in neither -start nor -stop")
         except Exception:
-            self.malformed += 1
+            with self._lock:
+                self.malformed += 1
             log_once.warning(
                 "malformed",
                 "zaqar-otel: dropped a malformed OSProfiler notification (logged once; %r)",
@@ -96,10 +138,14 @@ class SpanBridge:
         self._last_trace = (base_id, number)
         return number
 
-    def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
-        current = context_api.get_current()
+    def _exported_parent(self, parent_id: str | None) -> str | None:
+        """``parent_id``, or its nearest ancestor that was not skipped."""
         while parent_id is not None and parent_id in self._skipped:
             parent_id = self._skipped[parent_id]
+        return parent_id
+
+    def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
+        current = context_api.get_current()
         if not parent_id or parent_id == base_id:
             return trace.set_span_in_context(trace.INVALID_SPAN, current)
         entry = self._open.get(parent_id)
@@ -125,25 +171,48 @@ class SpanBridge:
                 while len(self._skipped) > self.max_open:
                     self._skipped.popitem(last=False)
             return
-        # trace_db_statements is read only where it matters (an oslo.config lookup)
-        full = "db" in info and self.full_statements()
-        span_name, kind, attrs = attributes.describe_start(name, info, full)
+        # the flags are read only where they matter (an oslo.config lookup each)
+        statements = "db" in info and self.full_statements()
+        inherited = context_api.get_value(CONTENT)
+        # no bridge span open in this context: read the flag (once per request)
+        request_content = bool(self.content()) if inherited is None else inherited is True
+        content = request_content and (
+            "function" in info or "request" in info or "requests" in info
+        )
+        capture = attributes.Capture(statements, content) if statements or content else _NOTHING
+        span_name, kind, attrs = attributes.describe_start(name, info, capture)
+        if self.span_attributes:
+            attrs.update(self.span_attributes)
         attrs["osprofiler.id"] = element_id
         attrs["osprofiler.base_id"] = base_id
+        parent_id = self._exported_parent(parent_id)
         parent = self._parent_context(base_id, parent_id)
         with self.hints.hint(self._trace_id(base_id), ids.span_id(element_id)):
             span = self.tracer.start_span(span_name, parent, kind, attrs)
         current = trace.set_span_in_context(span, parent)
-        token = context_api.attach(context_api.set_value(PROFILED, True, current))
+        if context_api.get_value(BRIDGE, current) is not self:  # outermost span: mark once
+            current = context_api.set_value(
+                BRIDGE,
+                self,
+                context_api.set_value(
+                    PROFILED, True, context_api.set_value(CONTENT, request_content, current)
+                ),
+            )
+        token = context_api.attach(current)
         with self._lock:
-            self._open[element_id] = _Open(span, token, threading.get_ident())
+            self._open[element_id] = _Open(span, token, threading.get_ident(), current, parent_id)
             overflow = len(self._open) - self.max_open
             stale = [self._open.popitem(last=False)[1] for _ in range(max(overflow, 0))]
         for entry in stale:
             self._end_unfinished(entry)
 
     def _end_unfinished(self, entry: _Open) -> None:
-        self.evicted += 1
+        if entry.held is not None:
+            with self._lock:
+                entry.held.ended = True
+                self._held.pop(entry.held.element_id, None)
+        with self._lock:
+            self.evicted += 1
         log_once.warning(
             "evicted",
             "zaqar-otel: more than %d spans open without a stop; ending the oldest (logged once)",
@@ -154,10 +223,17 @@ class SpanBridge:
 
     def _stop(self, payload: Mapping[str, Any]) -> None:
         element_id = str(payload["trace_id"])
+        held = False
         with self._lock:
-            entry = self._open.pop(element_id, None)
+            entry = self._open.get(element_id)
             if entry is None:
                 self._skipped.pop(element_id, None)
+            elif entry.held is not None and not entry.held.ended:
+                entry.held.stopped_at = time.time_ns()  # held: ends when released
+                self._held[element_id] = entry
+                held = True
+            else:
+                del self._open[element_id]
         if entry is None:
             # Skipped start (e.g. an OSProfiler SQL event replaced by the OTel
             # SQLAlchemy span), evicted, or a stop without start: nothing to end.
@@ -165,19 +241,152 @@ class SpanBridge:
         try:
             info = payload.get("info") or {}
             if isinstance(info, Mapping):
-                stop_attrs, error = attributes.describe_stop(info)
-                if stop_attrs:
-                    entry.span.set_attributes(stop_attrs)
-                if error is not None:
-                    etype, message = error
-                    entry.span.set_status(Status(StatusCode.ERROR, f"{etype}: {message}"))
-                    entry.span.add_event(
-                        "exception", {"exception.type": etype, "exception.message": message}
-                    )
+                self.apply_stop(entry.span, info, entry.context)
         finally:
             if entry.thread == threading.get_ident():
                 _detach(entry.token)
-            entry.span.end()
+            if not held:
+                entry.span.end()
+                self._end_held_children(element_id)
+
+    def apply_stop(
+        self, span: trace.Span, info: Mapping[str, Any], context: context_api.Context
+    ) -> None:
+        """What a ``-stop`` (or deferred work that raised) adds to ``span`` (in ``context``)."""
+        capture = _NOTHING
+        if (info.get("etype") or "function" in info or "db" in info) and context_api.get_value(
+            CONTENT, context
+        ):
+            capture = attributes.Capture(content=True)
+        stop = attributes.describe_stop(info, capture, self.expected)
+        if stop.attributes:
+            span.set_attributes(stop.attributes)
+        if stop.event is not None:
+            span.add_event("exception", stop.event)
+        if stop.error is not None:
+            span.set_status(Status(StatusCode.ERROR, stop.error))
+
+    # -- held spans (see the module docstring)
+
+    def hold(self, element_id: str) -> HeldSpan | None:
+        """Keep the open span of ``element_id`` open past its ``-stop``; None if none is open.
+
+        Call it while the span is open (before its ``-stop``); ``release()`` the
+        result when done with it, after ``retain()``ing it for each later user.
+        """
+        with self._lock:
+            entry = self._open.get(element_id)
+            if entry is None or element_id in self._held:
+                return None
+            if entry.held is None or entry.held.ended:
+                entry.held = HeldSpan(self, element_id, entry.span, entry.context)
+            else:
+                entry.held.users += 1
+            return entry.held
+
+    def _release(self, held: HeldSpan) -> None:
+        with self._lock:
+            if held.ended or held.users <= 0:
+                return
+            held.users -= 1
+            if held.users:
+                return
+            entry = self._open.get(held.element_id)
+            if held.stopped_at is None:
+                # released before the -stop: the span ends there as usual
+                if entry is not None and entry.held is held:
+                    entry.held = None
+                return
+            held.ended = True
+            self._held.pop(held.element_id, None)
+            if entry is not None:
+                del self._open[held.element_id]
+        if entry is not None:
+            self._end_held(entry, held)
+
+    def _end_held(self, entry: _Open, held: HeldSpan) -> None:
+        stopped = held.stopped_at or time.time_ns()
+        if held.worked_until > stopped:
+            entry.span.add_event("returned", timestamp=stopped)
+        entry.span.end(max(stopped, held.worked_until))
+        self._end_held_children(held.element_id)
+
+    def _end_held_children(self, parent_id: str) -> None:
+        """A span ended: its held children end too (a held span never outlives its parent)."""
+        if not self._held:
+            return
+        with self._lock:
+            children = [e for e in self._held.values() if e.parent_id == parent_id]
+            for entry in children:
+                assert entry.held is not None
+                entry.held.ended = True
+                del self._held[entry.held.element_id]
+                self._open.pop(entry.held.element_id, None)
+        for entry in children:
+            assert entry.held is not None
+            self._end_held(entry, entry.held)
+
+
+class HeldSpan:
+    """A bridge span kept open after its ``-stop`` (``SpanBridge.hold``), for deferred work.
+
+    ``context`` is the span's context (span, ``PROFILED`` mark, bridge). Thread-safe;
+    ``retain``/``release``/``resumed`` do nothing once the span ended.
+    """
+
+    def __init__(
+        self,
+        bridge: SpanBridge,
+        element_id: str,
+        span: trace.Span,
+        context: context_api.Context,
+    ) -> None:
+        self.bridge = bridge
+        self.element_id = element_id
+        self.span = span
+        self.context = context
+        self.users = 1
+        self.stopped_at: int | None = None
+        self.worked_until = 0
+        self.ended = False
+
+    def retain(self) -> None:
+        """One more user: the span stays open until each has released it."""
+        with self.bridge._lock:
+            if not self.ended:
+                self.users += 1
+
+    def release(self) -> None:
+        """One user is done; the last one (after the ``-stop``) ends the span."""
+        self.bridge._release(self)
+
+    def resumed(self) -> _Resumed:
+        """``with held.resumed(): ...`` runs deferred work inside the span."""
+        return _Resumed(self)
+
+    def failed(self, error: BaseException) -> None:
+        """Deferred work raised ``error``: recorded as an error at ``-stop`` would be."""
+        if self.ended:
+            return
+        info = {"etype": reflection.get_class_name(error), "message": str(error)}
+        self.bridge.apply_stop(self.span, info, self.context)
+
+
+class _Resumed:
+    __slots__ = ("held", "token")
+
+    def __init__(self, held: HeldSpan) -> None:
+        self.held = held
+        self.token: object = None
+
+    def __enter__(self) -> None:
+        if not self.held.ended:
+            self.token = context_api.attach(self.held.context)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.token is not None:
+            self.held.worked_until = time.time_ns()
+            _detach(self.token)
 
 
 def _detach(token: object) -> None:
@@ -188,5 +397,16 @@ def _detach(token: object) -> None:
 
 
 def _preview(payload: object) -> str:
-    text = repr(payload)
+    """The shape of a notification for the log: its name and keys, never the values of
+    ``info`` (they may hold function arguments: message bodies)."""
+    if not isinstance(payload, Mapping):
+        return type(payload).__name__
+    info = payload.get("info")
+    shape = {
+        key: (sorted(map(str, info)) if isinstance(info, Mapping) else type(info).__name__)
+        if key == "info"
+        else payload[key]
+        for key in payload
+    }
+    text = repr(shape)
     return text if len(text) < 300 else text[:297] + "..."

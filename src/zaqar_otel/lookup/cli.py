@@ -4,9 +4,12 @@
 
     $ export ZAQAR_OTEL_JAEGER_QUERY=http://jaeger:16686 ZAQAR_OTEL_JAEGER_UI=http://jaeger:16686
     $ zaqar-otel call --url http://zaqar:8888 --hmac-key SECRET_KEY post orders '{"id": 1}'
+    $ zaqar-otel call --os-cloud mycloud --hmac-key SECRET_KEY queue-create orders  # Keystone
     $ zaqar-otel trace show 2794a34f-4eba-41f5-9cae-df85dc466f35 [--json]
     $ zaqar-otel osprofiler trace show 2794a34f-... --connection-string otel://?query=... --json
-    $ zaqar-otel osprofiler-hook install     # let the plain `osprofiler` command know otel://
+
+(The plain ``osprofiler`` command knows ``otel://`` too where zaqar-otel is installed:
+``zaqar_otel_discovery.pth``; ``zaqar-otel osprofiler`` also works under ``python -S``.)
 
 Exit codes: 0 ok; 1 trace not found, or the server did not trace the call;
 2 bad usage or bad id; 3 Jaeger unreachable (or not answering as Jaeger's query
@@ -20,9 +23,7 @@ import json
 import logging
 import os
 import sys
-import sysconfig
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from zaqar_otel.bridge import ids
@@ -38,14 +39,6 @@ from zaqar_otel.lookup.jaeger import (
 OK, NOT_FOUND, USAGE, UNREACHABLE, CALL_FAILED = 0, 1, 2, 3, 4
 ENV_QUERY = "ZAQAR_OTEL_JAEGER_QUERY"
 ENV_UI = "ZAQAR_OTEL_JAEGER_UI"
-HOOK_NAME = "zaqar_otel_osprofiler.pth"
-# Runs at interpreter start (site.py) in this environment: imports the driver only
-# in the `osprofiler` command, so that its --connection-string knows otel://.
-HOOK_LINE = (
-    "import sys; exec('try:\\n import zaqar_otel.driver\\nexcept Exception:\\n pass') "
-    "if sys.argv and sys.argv[0].replace('\\\\', '/').rsplit('/', 1)[-1]"
-    ".removesuffix('.exe') == 'osprofiler' else None\n"
-)
 
 
 class UsageError(Exception):
@@ -116,15 +109,24 @@ def _body(text: str) -> Any:
         return text
 
 
-def _zaqar_call(args: argparse.Namespace) -> str:
-    """Run the operation with python-zaqarclient; a one-line summary of the result."""
+def _zaqar_client(args: argparse.Namespace) -> Any:
+    """python-zaqarclient with Keystone (a cloud is configured) or noauth (``--project``)."""
     from zaqarclient.queues.v2 import client as zclient
 
-    cli = zclient.Client(
-        args.url,
-        version=2,
-        conf={"auth_opts": {"backend": "noauth", "options": {"os_project_id": args.project}}},
+    auth = args.keystone
+    if auth is None:
+        noauth = {"backend": "noauth", "options": {"os_project_id": args.project}}
+        return zclient.Client(args.url, version=2, conf={"auth_opts": noauth})
+    insecure = auth.cloud.config.get("verify") is False
+    keystone = {"backend": "keystone", "options": {"insecure": insecure}}
+    return zclient.Client(
+        auth.endpoint(), version=2, conf={"auth_opts": keystone}, session=auth.session
     )
+
+
+def _zaqar_call(args: argparse.Namespace) -> str:
+    """Run the operation with python-zaqarclient; a one-line summary of the result."""
+    cli = _zaqar_client(args)
     op = args.operation
     if op == "queue-create":
         cli.queue(args.queue, force_create=True)
@@ -146,12 +148,19 @@ def _zaqar_call(args: argparse.Namespace) -> str:
 
 
 def call(args: argparse.Namespace) -> int:
-    from zaqar_otel.lookup import client
+    from zaqar_otel.lookup import client, keystone
 
     url = args.url or _env("ZAQAR_URL")
     key = args.hmac_key or _env("OS_PROFILE")
-    if not url:
-        raise UsageError("no Zaqar URL: pass --url URL or set ZAQAR_URL")
+    try:
+        args.keystone = keystone.from_arguments(args, url)
+    except ValueError as error:
+        raise UsageError(f"Keystone: {error}") from None
+    if not url and args.keystone is None:
+        raise UsageError(
+            "no Zaqar URL: pass --url URL or set ZAQAR_URL (or a cloud to find it in the "
+            "catalog: --os-cloud NAME, or the OS_* variables of an openrc)"
+        )
     if not key:
         raise UsageError("no HMAC key: pass --hmac-key KEY or set OS_PROFILE")
     args.url = url
@@ -240,31 +249,12 @@ def osprofiler_cli(args: argparse.Namespace) -> int:
     return code or OK
 
 
-def _hook_path(directory: str | None) -> Path:
-    return Path(directory or sysconfig.get_paths()["purelib"]) / HOOK_NAME
-
-
-def osprofiler_hook(args: argparse.Namespace) -> int:
-    path = _hook_path(args.site_packages)
-    if args.action == "status":
-        print(f"{path}: {'installed' if path.exists() else 'not installed'}")
-        return OK if path.exists() else NOT_FOUND
-    try:
-        if args.action == "install":
-            path.write_text(HOOK_LINE)
-            print(f"installed {path}: `osprofiler` in this environment now knows otel://")
-        else:
-            path.unlink(missing_ok=True)
-            print(f"removed {path}")
-    except OSError as error:
-        return _fail(f"cannot write {path}: {error.strerror or error}", USAGE)
-    return OK
-
-
 # -- argument parsing
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line; ``argv`` (without the program) selects the OpenStack auth options
+    ``call`` gets (openstacksdk is imported only for ``call``)."""
     top = argparse.ArgumentParser(
         prog="zaqar-otel",
         description="Profile Zaqar calls and read their traces back from Jaeger.",
@@ -286,10 +276,16 @@ def parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=trace_show)
 
     run = commands.add_parser("call", help="make one profiled Zaqar call and print its trace ids")
-    run.add_argument("--url", help="Zaqar endpoint, e.g. http://zaqar:8888 (default $ZAQAR_URL)")
+    run.add_argument(
+        "--url",
+        help="Zaqar endpoint, e.g. http://zaqar:8888 (default $ZAQAR_URL; with Keystone the "
+        "catalog's messaging endpoint)",
+    )
     run.add_argument("--hmac-key", help="a key of the server's [profiler] hmac_keys ($OS_PROFILE)")
     run.add_argument(
-        "--project", default=_env("OS_PROJECT_ID") or "zaqar-otel", help="project id (noauth)"
+        "--project",
+        default=_env("OS_PROJECT_ID") or "zaqar-otel",
+        help="project id with noauth (with Keystone: the token's project)",
     )
     run.add_argument(
         "--connection-string",
@@ -318,6 +314,13 @@ def parser() -> argparse.ArgumentParser:
     claim.add_argument("--grace", type=int, default=60)
     ops.add_parser("delete", help="delete queue NAME").add_argument("queue", metavar="NAME")
     run.set_defaults(handler=call)
+    if list(argv[:1]) == ["call"]:
+        from zaqar_otel.lookup import keystone
+
+        try:
+            keystone.register_arguments(run, argv[1:])
+        except ValueError as error:
+            raise UsageError(f"Keystone: {error}") from None
 
     osp = commands.add_parser(
         "osprofiler", help="osprofiler's CLI with otel:// known (e.g. trace show ID --json)"
@@ -325,21 +328,16 @@ def parser() -> argparse.ArgumentParser:
     osp.add_argument("osprofiler_args", nargs=argparse.REMAINDER, metavar="ARGS")
     osp.set_defaults(handler=osprofiler_cli)
 
-    hook = commands.add_parser(
-        "osprofiler-hook", help="make the plain `osprofiler` command know otel://"
-    )
-    hook.add_argument("action", choices=["install", "remove", "status"])
-    hook.add_argument("--site-packages", metavar="DIR", help="default: this Python's purelib")
-    hook.set_defaults(handler=osprofiler_hook)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``zaqar-otel`` console script; returns the exit code."""
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
     try:
+        args = parser(argv).parse_args(argv)
         code: int = args.handler(args)
     except UsageError as error:
         return _fail(f"error: {error}", USAGE)

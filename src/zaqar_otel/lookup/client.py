@@ -48,7 +48,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from osprofiler import notifier, profiler, web
 
-from zaqar_otel.bridge import ids
+from zaqar_otel.bridge import ids, keystoneauth
 from zaqar_otel.bridge.spans import SpanBridge
 from zaqar_otel.lookup.jaeger import JaegerQuery, TraceNotFound, trace_url
 
@@ -112,6 +112,7 @@ def enable(connection_string: str = "otel://", service: str = DEFAULT_SERVICE) -
         _tracing = ClientTracing(chosen, SpanBridge(tracer, hints), built)
         notifier.set(_tracing.notify)
         patch_zaqarclient()
+        keystoneauth.install()  # Keystone calls (authenticating): CLIENT spans too
         return _tracing
 
 
@@ -133,6 +134,7 @@ def disable() -> None:
         if notifier.get() == _tracing.notify:
             notifier.set(notifier._noop_notifier)
         _tracing = None
+        keystoneauth.uninstall()
         try:
             from zaqarclient.common import http
         except ImportError:

@@ -317,7 +317,7 @@ def render_tree(spans: list[SpanRecord]) -> str:
 
         PUT                             zaqar-client  client    16.37 ms  +0.00 ms
         └─ PUT /v2/queues/{queue_name}  zaqar-api     server    12.64 ms  +1.50 ms
-           └─ EVALSHA                   zaqar-api     client     1.86 ms  +4.26 ms  [ERROR] ...
+           └─ ZADD                      zaqar-api     client     1.86 ms  +4.26 ms  [ERROR] ...
     """
     if not spans:
         return ""

@@ -7,8 +7,10 @@ Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
 * ``patch``: ``install()`` applies the hooks below to Zaqar (idempotent);
 * ``fixes``: Zaqar bugs that ``[profiler]`` flags trip over;
 * ``releases``: what differs between Zaqar 20 to 23, levelled;
+* ``request_span``: the request span outermost, around auth (keystonemiddleware);
 * ``middleware``: route, status and messaging attributes on the request span;
 * ``websocket``: traces the websocket transport;
+* ``lazy``: generators and cursors of the storage layer are consumed inside their call's span;
 * ``server``, ``wsgi``, ``instrumentor``: the three ways to run Zaqar with the bridge.
 """
 

@@ -14,8 +14,21 @@ import json
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_BATCH_MESSAGE_COUNT,
+    MESSAGING_DESTINATION_NAME,
+    MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE,
+    MESSAGING_SYSTEM,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
 from opentelemetry.trace import Status, StatusCode
 
+from zaqar_otel.bridge.attributes import ZAQAR_PROJECT_ID
 from zaqar_otel.bridge.gate import in_profiled_request
 from zaqar_otel.bridge.logs import LOG
 
@@ -75,18 +88,18 @@ class TraceAttributesMiddleware:
             route = req.uri_template
             if route:
                 span.update_name(f"{req.method} {route}")
-                span.set_attribute("http.route", route)
+                span.set_attribute(HTTP_ROUTE, route)
             queue = params.get("queue_name")
             project = req.get_header("X-Project-ID")
             if project:
-                span.set_attribute("zaqar.project_id", project)
+                span.set_attribute(ZAQAR_PROJECT_ID, project)
             if queue:
-                span.set_attribute("messaging.system", "zaqar")
-                span.set_attribute("messaging.destination.name", queue)
+                span.set_attribute(MESSAGING_SYSTEM, "zaqar")
+                span.set_attribute(MESSAGING_DESTINATION_NAME, queue)
                 operation = operation_for(req.method, route or "")
                 if operation:
-                    span.set_attribute("messaging.operation.name", operation[0])
-                    span.set_attribute("messaging.operation.type", operation[1])
+                    span.set_attribute(MESSAGING_OPERATION_NAME, operation[0])
+                    span.set_attribute(MESSAGING_OPERATION_TYPE, operation[1])
         except Exception:
             LOG.debug("zaqar-otel: could not annotate the request span", exc_info=True)
 
@@ -98,15 +111,18 @@ class TraceAttributesMiddleware:
             if not span.is_recording():
                 return
             status = int(str(resp.status).split()[0])
-            span.set_attribute("http.response.status_code", status)
+            span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
             if status >= 500:
+                # HTTP semantic conventions, server side: 5xx is an error, 4xx is
+                # the client's (a 404 for a missing queue is a correct answer)
+                span.set_attribute(ERROR_TYPE, str(status))
                 span.set_status(Status(StatusCode.ERROR, str(resp.status)))
             if req.method in ("POST", "GET") and 200 <= status < 300:
                 count = _message_count(resp)
-                if count is not None and "messaging.operation.name" in getattr(
+                if count is not None and MESSAGING_OPERATION_NAME in getattr(
                     span, "attributes", {}
                 ):
-                    span.set_attribute("messaging.batch.message_count", count)
+                    span.set_attribute(MESSAGING_BATCH_MESSAGE_COUNT, count)
         except Exception:
             LOG.debug("zaqar-otel: could not annotate the response", exc_info=True)
 

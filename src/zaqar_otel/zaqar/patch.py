@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from zaqar_otel.zaqar import fixes, middleware, releases, websocket
+from zaqar_otel.bridge import conventions
+from zaqar_otel.zaqar import fixes, lazy, middleware, releases, request_span, websocket
 
 _installed = False
 _install_lock = threading.Lock()
@@ -16,6 +17,11 @@ def _patch(owner: Any, name: str, wrapper: Any) -> None:
     current = getattr(owner, name)
     if not getattr(current, "__zaqar_otel__", False):
         setattr(owner, name, wrapper(current))
+
+
+def _init_middleware_hooks(original: Any) -> Any:
+    """``Driver._init_middleware``: the Falcon middleware added, the tracer outermost."""
+    return request_span.outermost_tracer(middleware.add_to_transport(original))
 
 
 def install() -> None:
@@ -36,7 +42,30 @@ def install() -> None:
             _patch(profile, "setup", lambda _: fixes.authoritative_setup(releases.osprofiler_setup))
         else:
             _patch(profile, "setup", fixes.authoritative_setup)
-        _patch(profile, "install_wsgi_tracer", lambda _: releases.wsgi_tracer)
-        _patch(wsgi_driver.Driver, "_init_middleware", middleware.add_to_transport)
+        # every release: releases.wsgi_tracer, installed outermost by _init_middleware_hooks
+        _patch(
+            profile,
+            "install_wsgi_tracer",
+            lambda _: request_span.deferred_tracer(releases.wsgi_tracer),
+        )
+        _patch(wsgi_driver.Driver, "_init_middleware", _init_middleware_hooks)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
+        lazy.install()
+        conventions.SCRIPT_NAMES.update(redis_script_names())
         _installed = True
+
+
+def redis_script_names() -> dict[str, str]:
+    """sha1 -> name of Zaqar's Redis Lua scripts (``EVALSHA claim_messages`` in a trace)."""
+    import hashlib
+    from pathlib import Path
+
+    try:
+        from zaqar.storage.redis import scripting
+    except ImportError:  # Zaqar without its Redis driver's dependencies
+        return {}
+    folder = Path(scripting.__file__).parent / "scripts"
+    return {
+        hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest(): path.stem
+        for path in sorted(folder.glob("*.lua"))
+    }

@@ -51,5 +51,3 @@ def wsgi_tracer(app: Any, conf: Any) -> Any:
         return app
     return web.WsgiMiddleware(app, hmac_keys=conf.profiler.hmac_keys, enabled=True)
 
-
-wsgi_tracer.__zaqar_otel__ = True  # type: ignore[attr-defined]

@@ -1,0 +1,82 @@
+"""What must not leave the process in a span: credentials, capabilities, values.
+
+* ``redact``: passwords in connection URIs and ``password=`` / ``token=`` query values;
+  always applied.
+* ``scrub_url_path`` / ``scrub_url_query``: capability ids in URLs (Zaqar's claim ids:
+  whoever knows one can delete the claimed messages) become ``REDACTED``, as the
+  semantic conventions ask for sensitive parts of ``url.path`` and ``url.query``;
+  applied unless ``[profiler] trace_message_content`` is on.
+* ``scrub_error_text``: an exception message may echo input (a Redis error quotes the
+  arguments of an unknown command, a MongoDB duplicate key error the key, SQLAlchemy
+  appends the parameters): only its first line is kept (SQLAlchemy puts the statement
+  and its parameters on the next ones) and quoted literals become ``'?'``; applied
+  unless the operator opted in.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_VALUE = 1024
+REDACTED = "***"
+URL_REDACTED = "REDACTED"  # the semantic conventions' placeholder for url.path / url.query
+
+# scheme://user:password@host -> scheme://user:***@host; password=... in URI queries
+_URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^\s:/@'\"]*):[^\s@/'\"]+@")
+_QUERY_SECRET = re.compile(
+    r"(?P<head>(?:^|[?&])(?:password|passwd|pwd|secret|token)=)[^&\s'\"]*", re.I
+)
+# URL paths that end in a capability id (group 1 is kept), query keys whose value is one
+CAPABILITY_PATHS = (re.compile(r"(/queues/[^/]+/claims/)[^/]+"),)
+CAPABILITY_QUERY_KEYS = frozenset({"claim_id"})
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def cap(text: str, limit: int = MAX_VALUE) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def redact(text: str) -> str:
+    """Hide credentials in connection URIs (``redis://:pw@h``, ``?password=pw``)."""
+    if "@" in text:
+        text = _URI_PASSWORD.sub(rf"\g<head>:{REDACTED}@", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\g<head>{REDACTED}", text)
+    return text
+
+
+def scrub_url_path(path: str) -> str:
+    """``/v2/queues/q/claims/<id>`` -> ``/v2/queues/q/claims/REDACTED``."""
+    for pattern in CAPABILITY_PATHS:
+        path = pattern.sub(rf"\g<1>{URL_REDACTED}", path)
+    return path
+
+
+def scrub_url_query(query: str) -> str:
+    """``claim_id=<id>&x=1`` -> ``claim_id=REDACTED&x=1`` (order and other keys kept)."""
+    if not any(key in query for key in CAPABILITY_QUERY_KEYS):
+        return query
+    pairs = query.split("&")
+    for index, pair in enumerate(pairs):
+        key, sep, _ = pair.partition("=")
+        if sep and key in CAPABILITY_QUERY_KEYS:
+            pairs[index] = f"{key}={URL_REDACTED}"
+    return "&".join(pairs)
+
+
+def scrub_url(url: str) -> str:
+    """Both of the above on a full URL (``scheme://host/path?query``)."""
+    head, sep, query = url.partition("?")
+    scheme, authority, path = "", "", head
+    if "://" in head:
+        scheme, _, rest = head.partition("://")
+        authority, slash, path = rest.partition("/")
+        path = slash + path
+        scheme += "://"
+    return f"{scheme}{authority}{scrub_url_path(path)}{sep}{scrub_url_query(query)}"
+
+
+def scrub_error_text(text: str) -> str:
+    """An exception message without the values it may echo (see the module docstring)."""
+    first = text.strip().split("\n", 1)[0]  # SQLAlchemy: "[SQL: ...]", "[parameters: ...]" follow
+    return cap(redact(_QUOTED.sub("'?'", first)))
