@@ -11,8 +11,8 @@ own helpers. The hand-made version differs in two ways that break tracing:
   not the configuration Zaqar was bootstrapped with) and ignores ``[profiler]
   trace_requests``.
 
-``wsgi_tracer`` (every release) and ``osprofiler_setup`` (Zaqar 20 and 21 only) make all
-releases behave as documented.
+``wsgi_tracer`` (every release; ``request_span`` installs it outermost) and
+``osprofiler_setup`` (Zaqar 20 and 21 only) make all releases behave as documented.
 """
 
 from __future__ import annotations
@@ -50,4 +50,3 @@ def wsgi_tracer(app: Any, conf: Any) -> Any:
     if not (conf.profiler.enabled and conf.profiler.trace_wsgi_transport):
         return app
     return web.WsgiMiddleware(app, hmac_keys=conf.profiler.hmac_keys, enabled=True)
-
