@@ -32,6 +32,13 @@ from opentelemetry.sdk.resources import (
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_ARCH, HOST_NAME
+from opentelemetry.semconv._incubating.attributes.process_attributes import (
+    PROCESS_COMMAND_ARGS,
+    PROCESS_COMMAND_LINE,
+)
+
+# opentelemetry-sdk before 1.44 puts the whole command line in the process attributes
+_SECRET_PRONE = (PROCESS_COMMAND_LINE, PROCESS_COMMAND_ARGS)
 
 
 class HintedIdGenerator(IdGenerator):
@@ -93,7 +100,8 @@ def resource_for(service: str, host: str | None = None) -> Resource:
         HOST_NAME: host or socket.gethostname(),
         HOST_ARCH: platform.machine(),
     }
-    detected.update(ProcessResourceDetector().detect().attributes)
+    process = ProcessResourceDetector().detect().attributes
+    detected.update({k: v for k, v in process.items() if k not in _SECRET_PRONE})
     merged = Resource.create({**detected, SERVICE_NAME: service}).merge(
         OTELResourceDetector().detect()
     )
