@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,7 @@ class ZaqarServer:
         self.log_path = self.dir / "server.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         self.env.update({"OTEL_BSP_SCHEDULE_DELAY": "200"}, **env)
+        self.stats_port = free_port()
         if launcher == "uwsgi":
             self.env["ZAQAR_CONFIG_FILE"] = str(self.conf_path)
             self.command = [
@@ -104,6 +106,8 @@ class ZaqarServer:
                 str(uwsgi_max_requests),
                 "--need-app",
                 "--disable-logging",
+                "--stats",  # wait_until_idle() reads the workers' state there
+                f"127.0.0.1:{self.stats_port}",
             ]
             self.process = None
             return
@@ -188,6 +192,19 @@ class ZaqarServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def wait_until_idle(self, timeout: float = 30) -> None:
+        """uWSGI only: until every worker is idle. uWSGI skips the exit hooks (and so the
+        span flush) of a worker it kills while busy, even just finishing a response."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.create_connection(("127.0.0.1", self.stats_port), timeout=5) as conn:
+                stats = json.loads(b"".join(iter(lambda: conn.recv(65536), b"")))
+            if all(worker["status"] == "idle" for worker in stats["workers"]):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"uWSGI workers still busy after {timeout}s: {stats['workers']}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

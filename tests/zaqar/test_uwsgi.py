@@ -32,6 +32,7 @@ def test_uwsgi_workers_recycled_and_stopped_lose_no_span(jaeger_server, redis_se
             with zs.profiled() as base:
                 cli.queue(zs.fresh_queue_name(), force_create=True)
             bases.append(base)
+        server.wait_until_idle()
     finally:
         server.stop()  # SIGTERM to the master (--die-on-term)
     for base in bases:
