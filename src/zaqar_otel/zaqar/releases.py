@@ -1,7 +1,7 @@
 """What differs between the Zaqar releases we support (20.x to 23.x), levelled here.
 
-Zaqar 20 (2025.1) and 21 (2025.2) set OSProfiler up by hand in
-``zaqar.transport.middleware.profile``; Zaqar 22 (2026.1) replaced that with OSProfiler's
+Zaqar 20 and 21 set OSProfiler up by hand in
+``zaqar.transport.middleware.profile``; Zaqar 22 replaced that with OSProfiler's
 own helpers. The hand-made version differs in two ways that break tracing:
 
 * its ``ProfileWSGIMiddleware`` never calls ``profiler.clean()``: the first signed request
