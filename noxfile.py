@@ -129,4 +129,6 @@ def compat(session: nox.Session, zaqar: str, deps: str) -> None:
     pins = oldest_pins() if deps == "oldest" else []
     session.install("-e", ".[all,test]", f"zaqar[redis,mongodb]=={zaqar}.*", *pins)
     session.run("python", "-c", _PRINT_VERSIONS, *COMPAT_REPORT, silent=False)
-    session.run("pytest", *(session.posargs or [*COMPAT_TESTS[deps], "-q", "-ra"]))
+    session.run(
+        "pytest", *(session.posargs or [*COMPAT_TESTS[deps], "-q", "-ra", "--durations=10"])
+    )
