@@ -65,6 +65,19 @@ def rows(results: dict[str, Any]) -> list[list[object]]:
                     "-",
                 ]
             )
+        linked = configs.get("enabled-signed", {})
+        if "post_ratio_vs_unlinked" in linked:
+            out.append(
+                [
+                    "8. traced POST, GET: link_messages on / off",
+                    f"{linked['post_ratio_vs_unlinked']:.3f} "
+                    f"(+{linked['post_extra_us_vs_unlinked']:.0f} us), "
+                    f"{linked['list_ratio_vs_unlinked']:.3f} "
+                    f"(+{linked['list_extra_us_vs_unlinked']:.0f} us)",
+                    "report",
+                    "-",
+                ]
+            )
         limit = req["targets"]["reliability_at_most"]
         for config, label in (("signed-down", "DOWN"), ("signed-blackhole", "BLACKHOLED")):
             entry = configs.get(config)

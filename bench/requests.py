@@ -16,6 +16,8 @@ message + GET the queue's messages. Configurations:
 ``enabled-unsigned`` ``enabled = true``, every trace flag, OTLP to a local receiver;
                     requests not signed
 ``enabled-signed``  the same, every request signed (``X-Trace-Info``/``-HMAC``)
+``signed-unlinked`` the same with ``link_messages = false``: no create span, no stored
+                    creation context, no links (what messaging-native tracing costs)
 ``signed-down``     signed, the collector's port refuses connections
 ``signed-blackhole`` signed, the collector accepts connections and never answers
 ==================  ==========================================================
@@ -58,11 +60,13 @@ CONFIGS = (
     "stock-enabled",
     "enabled-unsigned",
     "enabled-signed",
+    "signed-unlinked",
     "signed-down",
     "signed-blackhole",
 )
 STOCK = {"not-installed", "control", "stock-enabled"}  # zaqar_otel never imported
-SIGNED = {"enabled-signed", "signed-down", "signed-blackhole"}
+SIGNED = {"enabled-signed", "signed-unlinked", "signed-down", "signed-blackhole"}
+HEALTHY_SIGNED = ("enabled-signed", "signed-unlinked")  # export to the healthy receiver
 HMAC_KEY = "bench-secret"
 TARGETS = {"disabled": 1.02, "enabled-unsigned": 1.02}
 RELIABILITY_TARGET = 1.1  # signed-down / signed-blackhole against enabled-signed
@@ -110,6 +114,8 @@ def render_conf(config: str, redis_url: str, sql_url: str) -> str:
             "connection_string = otel://",
             *(f"{flag} = true" for flag in FLAGS),
         ]
+        if config == "signed-unlinked":
+            lines.append("link_messages = false")
     return "\n".join(lines) + "\n"
 
 
@@ -230,7 +236,7 @@ class App:
         if result["zaqar_otel_imported"]:
             import zaqar_otel
 
-            if self.config == "enabled-signed":  # healthy collector: all of it exported
+            if self.config in HEALTHY_SIGNED:  # healthy collector: all of it exported
                 from opentelemetry import trace
 
                 flush = getattr(trace.get_tracer_provider(), "force_flush", None)
@@ -302,6 +308,7 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Medians per config and ratios (median over rounds of the same-round ratio)."""
     base = results.get("not-installed")
     signed = results.get("enabled-signed")
+    unlinked = results.get("signed-unlinked")
     summary: dict[str, Any] = {}
     for config, runs in results.items():
         entry: dict[str, Any] = {
@@ -327,6 +334,14 @@ def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 _q25(runs, "op_ns_median") / _q25(signed, "op_ns_median"), 3
             )
             entry["latency_ratio_vs_signed_healthy_rounds"] = _rounds(runs, signed, "op_ns_median")
+        if unlinked and config == "enabled-signed":  # the cost of link_messages
+            for key in ("post", "list"):
+                entry[f"{key}_ratio_vs_unlinked"] = _paired(runs, unlinked, f"{key}_ns_median")
+                extra = [
+                    r[f"{key}_ns_median"] - u[f"{key}_ns_median"]
+                    for r, u in zip(runs, unlinked, strict=True)
+                ]
+                entry[f"{key}_extra_us_vs_unlinked"] = round(common.median(extra) / 1000, 1)
         summary[config] = entry
     return summary
 

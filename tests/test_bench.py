@@ -67,11 +67,15 @@ def test_requests_compares_every_configuration_with_not_installed(quick_report):
     assert configs["disabled"]["bridge_status"].get("exported", 0) == 0
     assert configs["enabled-unsigned"]["bridge_status"]["exported"] == 0
     assert configs["enabled-signed"]["bridge_status"]["exported"] > 0
+    assert configs["signed-unlinked"]["bridge_status"]["exported"] > 0
+    assert configs["enabled-signed"]["post_ratio_vs_unlinked"] > 0
     for name in ("signed-down", "signed-blackhole"):
         assert configs[name]["bridge_status"]["exported"] == 0
         assert configs[name]["latency_ratio_vs_signed_healthy"] > 0
     received = quick_report["results"]["requests"]["receiver"]["spans"]
-    assert received == configs["enabled-signed"]["bridge_status"]["exported"]
+    assert received == sum(
+        configs[name]["bridge_status"]["exported"] for name in bench_requests.HEALTHY_SIGNED
+    )
 
 
 @pytest.mark.servers

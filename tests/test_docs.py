@@ -86,7 +86,7 @@ def test_conf_sample_is_what_oslo_config_generator_prints() -> None:
     )
     assert result.stdout == (ROOT / "docs" / "zaqar-otel.conf.sample").read_text()
     for opt in options.BRIDGE_OPTS:
-        assert f"#{opt.name} = false" in result.stdout
+        assert f"#{opt.name} = {str(opt.default).lower()}" in result.stdout
 
 
 def test_quick_start_is_the_two_commands_and_nox_has_both_sessions() -> None:

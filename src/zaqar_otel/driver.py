@@ -71,6 +71,7 @@ class OTelDriver(base.Driver):
             flask_routes,
             keystoneauth,
             logs,
+            outgoing,
             provider,
             spans,
         )
@@ -88,6 +89,7 @@ class OTelDriver(base.Driver):
             # exporter, instrumentation or signal handler then.
             return
         options.register_opts(conf)
+        options.activate(conf)
         logs.install()
 
         def processor() -> export.CountingBatchSpanProcessor | None:
@@ -109,6 +111,7 @@ class OTelDriver(base.Driver):
             )
         # SIGTERM would end the process without atexit: flush first (ours or not).
         provider.flush_on_sigterm(self.provider)
+        provider.flush_at_uwsgi_exit(self.provider)
         from zaqar_otel import __version__
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
@@ -132,6 +135,8 @@ class OTelDriver(base.Driver):
         self.backends = backends.apply(conf.profiler, self.provider, full_statements)
         keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
         flask_routes.install()  # Flask services (Keystone): route names, status codes
+        # other requests made inside profiled requests: CLIENT spans and traceparent
+        outgoing.instrument_requests()
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
             # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)

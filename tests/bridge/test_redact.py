@@ -53,3 +53,33 @@ def test_error_texts_lose_quoted_values_and_what_follows_the_first_line():
     refused = "Error 111 connecting to 127.0.0.1:6379. Connection refused."
     assert redact.scrub_error_text(refused) == refused  # the diagnosis stays
     assert redact.scrub_error_text("x" * 5000).endswith("...")
+
+
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        ("http://127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
+        (
+            "https://u:pw@hooks.example.com/in?token=abc&v=2#frag",
+            "https://REDACTED:REDACTED@hooks.example.com/in?token=REDACTED&v=REDACTED#REDACTED",
+        ),
+        ("http://user@h/p?bare", "http://REDACTED@h/p?REDACTED"),
+        ("http://[::1]:80/a", "http://[::1]:80/a"),
+        ("mailto:alice@example.com", "mailto:REDACTED@example.com"),
+        ("mailto:a@x.org,b@y.org?cc=c@z.org", "mailto:REDACTED@x.org,REDACTED@y.org?cc=REDACTED"),
+        ("mailto:nobody", "mailto:REDACTED"),
+        ("no scheme at all", "REDACTED"),
+        (
+            "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/Xy4abcDEFgh5ijkLMNop6qrs",
+            "https://hooks.slack.com/services/T0A1B2C3D/B0A1B2C3D/REDACTED",
+        ),
+        (
+            "http://h/v2/servers/6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b/action",
+            "http://h/v2/servers/6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b/action",
+        ),
+        ("http://h/very-long-but-only-words", "http://h/very-long-but-only-words"),
+        ("http://h:99999/", "REDACTED"),
+    ],
+)
+def test_redact_url_keeps_where_and_drops_secrets(url, recorded):
+    assert redact.redact_url(url) == recorded

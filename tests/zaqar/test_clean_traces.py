@@ -174,8 +174,18 @@ def complete_trace(jaeger: Any, base: str, timeout: float = 30) -> list[dict[str
     while True:
         spans = jaeger.trace_spans(jaeger.get_trace(ids.trace_hex(base)))
         have = {s["spanID"] for s in spans}
-        parents = [r["spanID"] for s in spans for r in s.get("references", [])]
-        roots = [s for s in spans if not s.get("references")]
+        # CHILD_OF: the parent; FOLLOWS_FROM: a span link (a claim's to the post of a message)
+        parents = [
+            r["spanID"]
+            for s in spans
+            for r in s.get("references", [])
+            if r["refType"] == "CHILD_OF"
+        ]
+        roots = [
+            s
+            for s in spans
+            if not any(r["refType"] == "CHILD_OF" for r in s.get("references") or [])
+        ]
         if len(roots) == 1 and len(spans) > 1 and set(parents) <= have:
             return spans
         assert time.monotonic() < deadline, f"trace {base} incomplete: {len(spans)} spans"
@@ -313,7 +323,8 @@ def test_span_names_hold_no_paths_and_say_what_ran(default_run):
             if tags(s).get("db.operation.batch.size") and "HMSET" in tags(s)["db.query.text"]
         ]
         assert post_pipeline["operationName"] == "MULTI"  # redis-py: MULTI/EXEC by default
-        assert tags(post_pipeline)["db.operation.batch.size"] == 6
+        # per message HMSET, EXPIRE and HSET otel (its creation context, link_messages)
+        assert tags(post_pipeline)["db.operation.batch.size"] == 9
     else:
         assert "insert messages" in names and "find queues" in names
 

@@ -33,7 +33,12 @@ class Tree:
         return self.by_id.get(refs[0]["spanID"]) if refs else None
 
     def roots(self) -> list[dict[str, Any]]:
-        return [s for s in self.spans if not s.get("references")]
+        """Spans without a parent (a span link is a FOLLOWS_FROM reference, not a parent)."""
+        return [
+            s
+            for s in self.spans
+            if not any(r["refType"] == "CHILD_OF" for r in s.get("references") or [])
+        ]
 
     def named(self, fragment: str) -> list[dict[str, Any]]:
         return [s for s in self.spans if fragment in s["operationName"]]

@@ -84,7 +84,17 @@ def test_signed_websocket_requests_are_traced(ws_zaqar, jaeger_server):
     created = trace_of(jaeger_server, bases["queue_create"], 2)
     assert created.roots()[0]["operationName"] == "websocket queue_create"
     listed: Tree = trace_of(jaeger_server, bases["message_list"], 2)
-    assert listed.roots()[0]["operationName"] == "websocket message_list"
+    [list_root] = listed.roots()
+    assert list_root["operationName"] == "websocket message_list"
+    # the ids, ages and producer links of the messages listed, as over HTTP
+    posted_ids = json.loads(root_tags["messaging.zaqar.batch.message_ids"])
+    assert sorted(json.loads(tags(list_root)["messaging.zaqar.batch.message_ids"])) == sorted(
+        posted_ids
+    )
+    creates = {(s["traceID"], s["spanID"]) for s in post.named(f"create {queue}")}
+    assert len(creates) == 2
+    links = {(r["traceID"], r["spanID"]) for r in list_root["references"]}
+    assert links == creates
     assert jaeger_server.get_trace(ids.trace_hex(wrong_base)) is None
     for tree in (post, created, listed):  # no body, no error, over websocket too
         assert marker not in json.dumps(tree.spans)

@@ -3,15 +3,20 @@
 OSProfiler owns ``enabled``, ``hmac_keys``, ``connection_string`` and
 ``trace_sqlalchemy``; Zaqar owns ``trace_wsgi_transport``, ``trace_message_store``
 and ``trace_management_store``. The bridge adds one flag per database backend,
-one for Zaqar's pooling catalog and two that let values out (``trace_db_statements``,
-``trace_message_content``). ``register_opts`` registers OSProfiler's
-options too, so that one call prepares any ``ConfigOpts`` for the bridge.
+one for Zaqar's pooling catalog, two that let values out (``trace_db_statements``,
+``trace_message_content``) and three for what a traced request sends on
+(notifications, outgoing HTTP requests, the producer context stored with each
+message). ``register_opts`` registers OSProfiler's options too, so that one call
+prepares any ``ConfigOpts`` for the bridge; ``flag(name)`` reads a flag of the
+configuration the ``otel://`` driver was initialised with.
 """
 
 from __future__ import annotations
 
 from oslo_config import cfg
 from osprofiler import opts as osprofiler_opts
+
+from zaqar_otel.bridge.logs import LOG
 
 GROUP = "profiler"
 
@@ -56,6 +61,35 @@ BRIDGE_OPTS: list[cfg.Opt] = [
         "the start of each request. For debugging only: turning it on exports "
         "message content.",
     ),
+    cfg.BoolOpt(
+        "trace_notifications",
+        default=True,
+        mutable=True,
+        help="Record a CLIENT span for every webhook or email notification sent for "
+        "messages posted in a profiled request, in that request's trace. Webhooks carry "
+        "the W3C traceparent header (never OSProfiler's X-Trace-* headers), so an "
+        "OpenTelemetry-instrumented subscriber continues the trace. Subscriber URLs are "
+        "recorded without credentials, query values or token-like path segments, email "
+        "addresses without their local part.",
+    ),
+    cfg.BoolOpt(
+        "trace_outgoing_requests",
+        default=True,
+        mutable=True,
+        help="Record a CLIENT span for every HTTP request Zaqar makes with python-requests "
+        "inside a profiled request, and send the W3C traceparent header with it. The URL "
+        "is recorded without credentials, query values or token-like path segments.",
+    ),
+    cfg.BoolOpt(
+        "link_messages",
+        default=True,
+        mutable=True,
+        help="For each message posted in a profiled request, record a PRODUCER span "
+        "'create <queue>' and store its span context with the message (24 bytes in a "
+        "Redis hash field or MongoDB document field 'otel'); profiled claims, lists and "
+        "gets then link to the producing trace of every message they return. Messages "
+        "posted outside profiled requests store nothing extra.",
+    ),
 ]
 
 
@@ -79,6 +113,30 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
             # Same name registered by someone else with other attributes
             # (e.g. Zaqar or another release of OSProfiler): theirs stays.
             continue
+
+
+_active: cfg.ConfigOpts | None = None
+
+
+def activate(conf: cfg.ConfigOpts | None) -> None:
+    """Make ``conf`` the configuration ``flag()`` reads (the ``otel://`` driver's)."""
+    global _active
+    _active = conf
+
+
+def flag(name: str, default: bool = False) -> bool:
+    """The ``[profiler]`` flag ``name`` of the active configuration, read now (flags are
+    mutable); ``default`` before ``activate()`` or if the option is unknown."""
+    conf = _active
+    if conf is None:
+        return default
+    try:
+        return bool(getattr(conf.profiler, name))
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
+        return default
+    except Exception:  # a broken config file re-read at run time: keep serving
+        LOG.debug("zaqar-otel: cannot read [profiler] %s", name, exc_info=True)
+        return default
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:

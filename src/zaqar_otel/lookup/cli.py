@@ -6,12 +6,14 @@
     $ zaqar-otel call --url http://zaqar:8888 --hmac-key SECRET_KEY post orders '{"id": 1}'
     $ zaqar-otel call --os-cloud mycloud --hmac-key SECRET_KEY queue-create orders  # Keystone
     $ zaqar-otel trace show 2794a34f-4eba-41f5-9cae-df85dc466f35 [--json]
+    $ zaqar-otel trace show --message orders/bd6f118f-b09f-4543-a756-a287d48ff255
     $ zaqar-otel osprofiler trace show 2794a34f-... --connection-string otel://?query=... --json
 
 (The plain ``osprofiler`` command knows ``otel://`` too where zaqar-otel is installed:
 ``zaqar_otel_discovery.pth``; ``zaqar-otel osprofiler`` also works under ``python -S``.)
 
-Exit codes: 0 ok; 1 trace not found, or the server did not trace the call;
+Exit codes: 0 ok; 1 trace (or any trace of the message) not found, or the server did
+not trace the call;
 2 bad usage or bad id; 3 Jaeger unreachable (or not answering as Jaeger's query
 API does); 4 the Zaqar call failed.
 """
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from zaqar_otel.bridge import ids
+from zaqar_otel.lookup import messages, report
 from zaqar_otel.lookup.jaeger import (
     JaegerError,
     JaegerQuery,
@@ -69,6 +72,10 @@ def _query(url: str | None) -> JaegerQuery:
 
 
 def trace_show(args: argparse.Namespace) -> int:
+    if (args.trace_id is None) == (args.message is None):
+        raise UsageError("give either a trace ID or --message QUEUE/MESSAGE_ID")
+    if args.message is not None:
+        return message_show(args)
     try:
         hex_id = ids.normalize_trace_id(args.trace_id)
     except ValueError as error:
@@ -96,6 +103,47 @@ def trace_show(args: argparse.Namespace) -> int:
     if url:
         print(url)
     print(render_tree(spans))
+    return OK
+
+
+def _queue_and_id(text: str) -> tuple[str, str]:
+    queue, _, message_id = text.strip().partition("/")
+    if not queue or not message_id or "/" in message_id:
+        raise UsageError(f"--message wants QUEUE/MESSAGE_ID, not {text!r}")
+    return queue, message_id
+
+
+_ROLES = (("posted", "posted by"), ("received", "received by"), ("settled", "deleted by"))
+
+
+def message_show(args: argparse.Namespace) -> int:
+    """The traces that posted, received and deleted one message (Jaeger's tag search)."""
+    queue, message_id = _queue_and_id(args.message)
+    found = messages.find_message(_query(args.jaeger), queue, message_id)
+    ui = args.jaeger_ui or _env(ENV_UI)
+    if args.json:
+        document: dict[str, Any] = {"queue": queue, "message_id": message_id}
+        for role, _ in _ROLES:
+            document[role] = [
+                {**ref.to_json(), "url": f"{ui.rstrip('/')}/trace/{ref.trace_id}" if ui else None}
+                for ref in getattr(found, role)
+            ]
+        print(json.dumps(document, indent=2))
+        return OK if found.found() else NOT_FOUND
+    if not found.found():
+        return _fail(f"no trace of message {queue}/{message_id} in Jaeger", NOT_FOUND)
+    print(f"message {queue}/{message_id}")
+    if not found.posted:
+        print("posted by:    no trace (posted outside a profiled request, or too long ago)")
+    for role, label in _ROLES:
+        for ref in getattr(found, role):
+            line = f"{label + ':':<13} trace {ref.trace_id}  {report.timestamp(ref.start_us)}"
+            line += f"  {ref.name}  [{ref.service}]"
+            if ref.linked:
+                line += "  (links to the post)"
+            print(line)
+            if ui:
+                print(f"{'':<13} {ui.rstrip('/')}/trace/{ref.trace_id}")
     return OK
 
 
@@ -266,7 +314,14 @@ def parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     trace = commands.add_parser("trace", help="read a trace back from Jaeger")
     trace_commands = trace.add_subparsers(dest="trace_command", required=True, metavar="show")
     show = trace_commands.add_parser("show", help="print a trace as a tree")
-    show.add_argument("trace_id", metavar="ID", help="OSProfiler UUID or 32-hex Jaeger id")
+    show.add_argument(
+        "trace_id", metavar="ID", nargs="?", help="OSProfiler UUID or 32-hex Jaeger id"
+    )
+    show.add_argument(
+        "--message",
+        metavar="QUEUE/ID",
+        help="instead of a trace: the traces that posted and received this message",
+    )
     show.add_argument("--jaeger", metavar="URL", help=f"Jaeger query API (default ${ENV_QUERY})")
     show.add_argument("--jaeger-ui", metavar="URL", help=f"Jaeger UI for links (${ENV_UI})")
     show.add_argument("--json", action="store_true", help="JSON for machines")

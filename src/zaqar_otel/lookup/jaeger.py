@@ -65,6 +65,7 @@ class SpanRecord:
     attributes: dict[str, object] = field(default_factory=dict)
     error_message: str = ""  # otel.status_description, or the exception event's type: message
     host: str = ""  # the process's host.name / hostname tag, if any
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each span link
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict of every field."""
@@ -81,6 +82,7 @@ class SpanRecord:
             "error_message": self.error_message,
             "host": self.host,
             "attributes": dict(self.attributes),
+            "links": [{"trace_id": t, "span_id": s} for t, s in self.links],
         }
 
 
@@ -113,11 +115,13 @@ def spans_from_v1(answer: Mapping[str, Any]) -> list[SpanRecord]:
             tags = _tags(span.get("tags"))
             process = processes.get(span.get("processID")) or {}
             process_tags = _tags(process.get("tags"))
-            parent = ""
+            parent, links = "", []
             for ref in span.get("references") or []:
-                if ref.get("refType") == "CHILD_OF" and ref.get("traceID") == span["traceID"]:
-                    parent = str(ref.get("spanID") or "")
-                    break
+                ref_trace, ref_span = str(ref.get("traceID") or ""), str(ref.get("spanID") or "")
+                if not parent and ref.get("refType") == "CHILD_OF" and ref_trace == span["traceID"]:
+                    parent = ref_span
+                elif ref_trace and ref_span:  # span links (FOLLOWS_FROM)
+                    links.append((ref_trace.rjust(32, "0"), ref_span.rjust(16, "0")))
             status = tags.get("otel.status_code")
             error = tags.get("error") in (True, "true") or status == "ERROR"
             host = tags.get("host.name") or process_tags.get("host.name")
@@ -136,6 +140,7 @@ def spans_from_v1(answer: Mapping[str, Any]) -> list[SpanRecord]:
                     attributes=tags,
                     error_message=_error_message(tags, span.get("logs")) if error else "",
                     host=str(host),
+                    links=tuple(links),
                 )
             )
     return records
@@ -241,13 +246,16 @@ class JaegerQuery:
         limit: int = 100,
         lookback_s: float = 7 * 24 * 3600,
         tags: Mapping[str, str] | None = None,
+        start_us: int | None = None,
     ) -> dict[str, list[SpanRecord]]:
-        """Traces with a span of ``service`` in the last ``lookback_s`` seconds: {hex id: spans}."""
+        """Traces with a span of ``service`` in the last ``lookback_s`` seconds (or since
+        ``start_us``), whose span has all ``tags`` (Jaeger's tag search): {hex id: spans}."""
         end = int(time.time() * 1_000_000)
+        start = end - int(lookback_s * 1_000_000) if start_us is None else start_us
         params = {
             "service": service,
             "limit": str(limit),
-            "start": str(end - int(lookback_s * 1_000_000)),
+            "start": str(start),
             "end": str(end),
         }
         if tags:

@@ -3,8 +3,10 @@
 It gives the span its route (``POST /v2/queues/{queue_name}/messages``), the status
 code and the messaging attributes (``messaging.system = zaqar``,
 ``messaging.destination.name``, ``messaging.operation.name`` and ``.type``,
-``messaging.batch.message_count``, ``zaqar.project_id``). ``add_to_transport`` is the
-hook that adds it to Zaqar's WSGI app.
+``messaging.batch.message_count``, ``zaqar.project_id``), the ids of the messages
+posted or returned, their ages and links to their producers
+(``zaqar_otel.zaqar.consumer``). ``add_to_transport`` is the hook that adds it to
+Zaqar's WSGI app.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
     MESSAGING_BATCH_MESSAGE_COUNT,
     MESSAGING_DESTINATION_NAME,
+    MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME,
     MESSAGING_OPERATION_TYPE,
     MESSAGING_SYSTEM,
@@ -28,9 +31,11 @@ from opentelemetry.semconv.attributes.http_attributes import (
 )
 from opentelemetry.trace import Status, StatusCode
 
+from zaqar_otel.bridge import options
 from zaqar_otel.bridge.attributes import ZAQAR_PROJECT_ID
 from zaqar_otel.bridge.gate import in_profiled_request
 from zaqar_otel.bridge.logs import LOG
+from zaqar_otel.zaqar import consumer
 
 # (method, route suffix) -> (messaging.operation.name, messaging.operation.type)
 _OPERATIONS: dict[tuple[str, str], tuple[str, str]] = {
@@ -58,14 +63,24 @@ def operation_for(method: str, route: str) -> tuple[str, str] | None:
     return None
 
 
-def _message_count(resp: Any) -> int | None:
+def receives_messages(method: str, route: str, operation: tuple[str, str] | None) -> bool:
+    """Whether a response of this operation may list messages (receive, or pop)."""
+    if operation is None or operation[0] == "stats":
+        return False
+    return operation[1] == "receive" or (method == "DELETE" and route.endswith("/messages"))
+
+
+def _body(resp: Any) -> Any:
     text = getattr(resp, "text", None)
     if not text:
         return None
     try:
-        body = json.loads(text)
+        return json.loads(text)
     except (TypeError, ValueError):
         return None
+
+
+def _message_count(body: Any) -> int | None:
     if isinstance(body, list):
         return len(body)
     if isinstance(body, dict):
@@ -100,12 +115,19 @@ class TraceAttributesMiddleware:
                 if operation:
                     span.set_attribute(MESSAGING_OPERATION_NAME, operation[0])
                     span.set_attribute(MESSAGING_OPERATION_TYPE, operation[1])
+                if isinstance(params.get("message_id"), str):
+                    span.set_attribute(MESSAGING_MESSAGE_ID, params["message_id"])
+                if receives_messages(req.method, route or "", operation) and options.flag(
+                    "link_messages", True
+                ):
+                    consumer.start_receiving()
         except Exception:
             LOG.debug("zaqar-otel: could not annotate the request span", exc_info=True)
 
     def process_response(self, req: Any, resp: Any, resource: Any, req_succeeded: bool) -> None:
         if not in_profiled_request():
             return
+        contexts = consumer.stop_receiving()
         try:
             span = trace.get_current_span()
             if not span.is_recording():
@@ -117,12 +139,22 @@ class TraceAttributesMiddleware:
                 # the client's (a 404 for a missing queue is a correct answer)
                 span.set_attribute(ERROR_TYPE, str(status))
                 span.set_status(Status(StatusCode.ERROR, str(resp.status)))
-            if req.method in ("POST", "GET") and 200 <= status < 300:
-                count = _message_count(resp)
-                if count is not None and MESSAGING_OPERATION_NAME in getattr(
-                    span, "attributes", {}
-                ):
-                    span.set_attribute(MESSAGING_BATCH_MESSAGE_COUNT, count)
+            route = req.uri_template or ""
+            operation = operation_for(req.method, route)
+            if (
+                operation is None
+                or not 200 <= status < 300
+                or MESSAGING_OPERATION_NAME not in (getattr(span, "attributes", None) or {})
+            ):
+                return
+            body = _body(resp) if req.method in ("POST", "GET", "DELETE") else None
+            count = _message_count(body) if req.method in ("POST", "GET") else None
+            if count is not None:
+                span.set_attribute(MESSAGING_BATCH_MESSAGE_COUNT, count)
+            if operation[0] == "post":
+                consumer.record_posted(span, consumer.posted_ids(body))
+            elif receives_messages(req.method, route, operation):
+                consumer.record_received(span, consumer.messages_in(body), contexts)
         except Exception:
             LOG.debug("zaqar-otel: could not annotate the response", exc_info=True)
 

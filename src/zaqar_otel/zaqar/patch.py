@@ -7,7 +7,16 @@ import threading
 from typing import Any
 
 from zaqar_otel.bridge import conventions
-from zaqar_otel.zaqar import fixes, lazy, middleware, releases, request_span, websocket
+from zaqar_otel.zaqar import (
+    fixes,
+    lazy,
+    middleware,
+    notifications,
+    releases,
+    request_span,
+    stores,
+    websocket,
+)
 
 _installed = False
 _install_lock = threading.Lock()
@@ -51,6 +60,8 @@ def install() -> None:
         _patch(wsgi_driver.Driver, "_init_middleware", _init_middleware_hooks)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
         lazy.install()
+        stores.install()
+        notifications.install()
         conventions.SCRIPT_NAMES.update(redis_script_names())
         _installed = True
 

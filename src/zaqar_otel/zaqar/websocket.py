@@ -2,13 +2,32 @@
 
 A websocket request whose ``headers`` carry a valid ``X-Trace-Info`` / ``X-Trace-HMAC``
 pair becomes a SERVER span ``websocket <action>`` with the storage and DB spans under
-it, exactly as over HTTP. ``traced_handler`` wraps ``zaqar.api.handler.Handler.process_request``.
+it, exactly as over HTTP, with the ids, ages and producer links of the messages
+posted or returned (``zaqar_otel.zaqar.consumer``). ``traced_handler`` wraps
+``zaqar.api.handler.Handler.process_request``.
 """
 
 from __future__ import annotations
 
 import functools
 from typing import Any
+
+from opentelemetry import trace
+
+from zaqar_otel.bridge import options
+from zaqar_otel.bridge.logs import LOG
+from zaqar_otel.zaqar import consumer
+
+_RECEIVING = frozenset(
+    {
+        "message_list",
+        "message_get",
+        "message_get_many",
+        "message_delete_many",  # pop returns the messages
+        "claim_create",
+        "claim_get",
+    }
+)
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -56,6 +75,20 @@ def _websocket_info(req: Any) -> dict[str, Any]:
     }
 
 
+def _annotate(action: str, resp: Any, contexts: dict[str, bytes]) -> None:
+    try:
+        span = trace.get_current_span()
+        body = getattr(resp, "_body", None)
+        if not span.is_recording() or not isinstance(body, dict):
+            return
+        if action == "message_post":
+            consumer.record_posted(span, consumer.posted_ids(body))
+        elif action in _RECEIVING:
+            consumer.record_received(span, consumer.messages_in(body), contexts)
+    except Exception:
+        LOG.debug("zaqar-otel: could not annotate the websocket response", exc_info=True)
+
+
 def traced_handler(original: Any) -> Any:
     """Zaqar's websocket API handler, with a per-request trace for signed requests."""
 
@@ -75,16 +108,21 @@ def traced_handler(original: Any) -> Any:
             parent_id=trace_info.get("parent_id"),
         )
         stop_info: dict[str, Any] | None = None
+        action = str(getattr(req, "_action", "") or "")
         try:
             profiler.start("websocket", info=_websocket_info(req))
+            if action in _RECEIVING and options.flag("link_messages", True):
+                consumer.start_receiving()
             resp = original(self, req, protocol)
             status = getattr(resp, "_headers", {}).get("status")
             stop_info = {"websocket": {"status": status}} if isinstance(status, int) else None
+            _annotate(action, resp, consumer.stop_receiving())
             return resp
         except Exception as exc:
             stop_info = {"etype": type(exc).__name__, "message": str(exc)}
             raise
         finally:
+            consumer.stop_receiving()
             profiler.stop(info=stop_info)
             profiler.clean()
 
