@@ -59,3 +59,20 @@ def test_the_zaqar_extra_and_the_instrumentor_accept_the_oldest_row() -> None:
 
 def test_the_readme_links_the_table() -> None:
     assert "docs/production.md#supported-releases" in (ROOT / "README.md").read_text()
+
+
+def test_the_opentelemetry_lower_bounds_are_one_release() -> None:
+    """The oldest row pins every opentelemetry-* to its lower bound: they must install together
+    (one SDK release, e.g. 1.35, and the instrumentations of that release, e.g. 0.56b0)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        requirements.extend(extra)
+    bounds = {
+        match[1]: match[2]
+        for match in (re.fullmatch(r"(opentelemetry-[\w-]+)>=([\w.]+)", r) for r in requirements)
+        if match
+    }
+    assert len(bounds) >= 8, bounds
+    assert len({v for v in bounds.values() if v.startswith("1.")}) == 1, bounds
+    assert len({v for v in bounds.values() if v.startswith("0.")}) == 1, bounds
