@@ -1,4 +1,8 @@
-"""Sessions: tests (the CI command), lint, typecheck, bench, demo, compat (the release matrix)."""
+"""Sessions: tests (the CI command), unit, lint, typecheck, bench, demo, compat (the release
+matrix).
+
+pip's output is shown only when it fails: one line says what is being installed.
+"""
 
 from __future__ import annotations
 
@@ -14,41 +18,56 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = "3.11"
 
 
+def install(session: nox.Session, *packages: str) -> None:
+    """``pip install`` quietly (its output only on failure), after a line saying what."""
+    session.log(f"pip install {' '.join(packages)} (quiet; about a minute the first time)")
+    session.install(*packages, silent=True)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite, server tests included (servers are started by the tests)."""
-    session.install("-e", ".[all,test]")
+    """The whole test suite, server tests included (the tests start the servers; Jaeger v2
+    and FerretDB are built first with .ci/build-go-tools if they are missing)."""
+    install(session, "-e", ".[all,test]")
     session.run("pytest", *(session.posargs or ["-ra"]))
 
 
 @nox.session(python=PYTHON)
+def unit(session: nox.Session) -> None:
+    """The tests that need no server (not marked ``servers``): under a minute."""
+    install(session, "-e", ".[all,test]")
+    session.run("pytest", "-m", "not servers", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
-    paths = [p for p in ("src", "tests", "bench", "noxfile.py") if Path(p).exists()]
+    install(session, "ruff")
+    paths = [p for p in ("src", "tests", "bench", "docs", "noxfile.py") if Path(p).exists()]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[all]", "mypy")
+    install(session, "-e", ".[all]", "mypy")
     session.run("mypy")
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Overhead benchmarks (bench/, README "Benchmarks"): a table on stdout, JSON in
-    bench/results/. Needs redis-server. ``nox -s bench -- --quick`` checks that they run."""
-    session.install("-e", ".[all,bench]")
+    """Overhead benchmarks (bench/README.md): a table on stdout, JSON in bench/results/.
+    Needs redis-server. ``nox -s bench -- --quick`` checks that they run."""
+    install(session, "-e", ".[all,bench]")
     session.run("python", "-m", "bench", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
     """Zaqar with the bridge, Redis, SQLite and Jaeger v2 on 127.0.0.1: five profiled calls
-    printed as trace trees. Builds Jaeger once (.ci/build-go-tools, cached) if it is missing.
+    printed as trace trees. Builds Jaeger once (.ci/build-go-tools, cached) in the background
+    if it is missing, showing the trees from an in-process receiver meanwhile.
     Arguments after ``--`` go to the demo: ``nox -s demo -- --keep``."""
-    session.install("-e", ".[all]", silent=False)
+    install(session, "-e", ".[all]")
     build = "--build-script", ".ci/build-go-tools"
     session.run("python", "-m", "zaqar_otel.demo", *build, *session.posargs)
 
@@ -127,7 +146,7 @@ def compat(session: nox.Session, zaqar: str, deps: str) -> None:
     ``zaqar``.x from PyPI with the newest (``deps='latest'``) or the oldest allowed
     (``deps='oldest'``) OSProfiler and OpenTelemetry. One venv per row."""
     pins = oldest_pins() if deps == "oldest" else []
-    session.install("-e", ".[all,test]", f"zaqar[redis,mongodb]=={zaqar}.*", *pins)
+    install(session, "-e", ".[all,test]", f"zaqar[redis,mongodb]=={zaqar}.*", *pins)
     session.run("python", "-c", _PRINT_VERSIONS, *COMPAT_REPORT, silent=False)
     session.run(
         "pytest", *(session.posargs or [*COMPAT_TESTS[deps], "-q", "-ra", "--durations=10"])

@@ -119,7 +119,7 @@ def run_store(
                 assert len(list(queue.claim(ttl=60, grace=60, limit=2))) == 2
             bases.append(calls)
     finally:
-        server.stop()
+        server.close()
     out: dict[str, Any] = {}
     for op, controller in CONTROLLERS.items():
         shapes = []
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"rounds": args.rounds, "stores": {}}
     with srv.JaegerServer() as jaeger, srv.RedisServer() as redis, srv.FerretDBServer() as ferret:
         sqlite = f"sqlite:///{tempfile.mkdtemp(prefix='lazy-spans-')}/zaqar.db"
-        zs.create_sql_tables(sqlite)
+        zs.create_management_tables(sqlite)
         servers = {"redis": redis, "ferretdb": ferret, "sqlite": sqlite}
         for store in args.stores.split(","):
             results["stores"][store] = run_store(store, args.rounds, jaeger, servers, args.trees)

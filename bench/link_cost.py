@@ -124,7 +124,7 @@ def measure(batches: int, ops: int) -> dict[str, Any]:
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
         os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
         sql_url = f"sqlite:///{tmp}/zaqar.db"
-        zs.create_sql_tables(sql_url)
+        zs.create_management_tables(sql_url)
         app = bench_requests.App("enabled-signed", redis_server.url, sql_url)  # type: ignore[attr-defined]
         clients = {
             mode: bench_requests.Client(app.client.app, f"link-{uuid.uuid4().hex[:8]}", True)

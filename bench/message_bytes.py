@@ -90,7 +90,7 @@ def _server(stores: dict[str, Any], launcher: str) -> Iterator[Any]:
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 def redis_bytes(redis_url: str, sql_url: str, count: int, runs: int = 3) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         FerretDBServer() as ferretdb,
     ):
         sql_url = f"sqlite:///{tmp}/zaqar.db"
-        zs.create_sql_tables(sql_url)
+        zs.create_management_tables(sql_url)
         result = {
             "messages_per_kind": args.messages,
             "redis": redis_bytes(redis_server.url, sql_url, args.messages),  # type: ignore[attr-defined]

@@ -41,6 +41,7 @@ Writes ``bench/results/requests.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -86,37 +87,26 @@ FLAGS = (
 
 def render_conf(config: str, redis_url: str, sql_url: str) -> str:
     """zaqar.conf for ``config``: Redis messages, SQL management, no auth."""
-    redis_uri = redis_url.rsplit("/", 1)[0]
-    lines = [
-        "[DEFAULT]",
-        "auth_strategy =",
-        "unreliable = true",
-        "[drivers]",
-        "message_store = redis",
-        "management_store = sqlalchemy",
-        "[drivers:message_store:redis]",
-        f"uri = {redis_uri}?socket_timeout=5",
-        "[drivers:management_store:sqlalchemy]",
-        f"uri = {sql_url}",
-    ]
+    from zaqar_otel.demo.stack import redis_sql_stores, render_ini
+
+    sections: dict[str, dict[str, str]] = {
+        "DEFAULT": {"auth_strategy": "", "unreliable": "true"},
+        **redis_sql_stores(redis_url, sql_url),
+    }
     if config == "stock-enabled":  # Zaqar's own tracing on, OSProfiler's default driver
-        lines += [
-            "[profiler]",
-            "enabled = true",
-            f"hmac_keys = {HMAC_KEY}",
-            *(f"{flag} = true" for flag in FLAGS if flag in STOCK_FLAGS),
-        ]
+        flags = [flag for flag in FLAGS if flag in STOCK_FLAGS]
+        sections["profiler"] = {"enabled": "true", "hmac_keys": HMAC_KEY}
     elif config not in ("not-installed", "control"):
-        lines += [
-            "[profiler]",
-            f"enabled = {'false' if config == 'disabled' else 'true'}",
-            f"hmac_keys = {HMAC_KEY}",
-            "connection_string = otel://",
-            *(f"{flag} = true" for flag in FLAGS),
-        ]
+        flags = list(FLAGS)
+        enabled = "false" if config == "disabled" else "true"
+        sections["profiler"] = {"enabled": enabled, "hmac_keys": HMAC_KEY}
+        sections["profiler"]["connection_string"] = "otel://"
         if config == "signed-unlinked":
-            lines.append("link_messages = false")
-    return "\n".join(lines) + "\n"
+            sections["profiler"]["link_messages"] = "false"
+    else:
+        return render_ini(sections)
+    sections["profiler"].update(dict.fromkeys(flags, "true"))
+    return render_ini(sections)
 
 
 def build_stock_app(conf_path: str) -> Any:
@@ -156,13 +146,12 @@ class Client:
     def headers(self) -> dict[str, str]:
         if not self.signed:
             return dict(self.base)
-        from osprofiler import profiler, web
+        from osprofiler import web
 
-        profiler.clean()
-        profiler.init(HMAC_KEY)
-        signed = web.get_trace_id_headers()
-        profiler.clean()
-        return {**self.base, **signed}
+        from zaqar_otel.lookup.client import profiled
+
+        with profiled(HMAC_KEY):
+            return {**self.base, **web.get_trace_id_headers()}
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, int]:
         """(status, nanoseconds in the app) for one request; headers made before the clock."""
@@ -198,12 +187,9 @@ class Client:
 class App:
     """One configuration's Zaqar app in this process, with a fresh queue."""
 
-    def __init__(self, config: str, redis_url: str, sql_url: str) -> None:
+    def __init__(self, config: str, conf_path: str) -> None:
         self.config = config
-        with tempfile.TemporaryDirectory(prefix="bench-zaqar-") as tmp:
-            conf_path = Path(tmp) / "zaqar.conf"
-            conf_path.write_text(render_conf(config, redis_url, sql_url))
-            app = build_app(config, str(conf_path))
+        app = build_app(config, conf_path)
         self.client = Client(app, f"bench-{uuid.uuid4().hex[:10]}", config in SIGNED)
         status, _ = self.client.call("PUT", f"/v2/queues/{self.client.queue}")
         if status not in (201, 204):
@@ -246,9 +232,9 @@ class App:
         return result
 
 
-def serve(config: str, redis_url: str, sql_url: str, warmup: int) -> None:
+def serve(config: str, conf_path: str, warmup: int) -> None:
     """Worker loop: build the app, warm up, then answer ``run N`` / ``status`` on stdin."""
-    app = App(config, redis_url, sql_url)
+    app = App(config, conf_path)
     app.run(warmup)
     common.emit({"ready": config})
     for line in sys.stdin:
@@ -365,33 +351,27 @@ def _paired(runs: list[dict[str, Any]], base: list[dict[str, Any]], key: str) ->
 def measure(
     configs: Sequence[str], rounds: int, ops: int, warmup: int, replicas: int
 ) -> dict[str, Any]:
-    import sqlalchemy as sa
-    from tests.servers import RedisServer
-    from zaqar.storage.sqlalchemy import tables
-
     from bench import sink
+    from zaqar_otel.demo.stack import RedisServer, create_management_tables
 
     with (
-        tempfile.TemporaryDirectory(prefix="bench-sql-") as tmp,
+        tempfile.TemporaryDirectory(prefix="bench-zaqar-") as tmp,
         RedisServer() as redis_server,
         sink.Sink() as receiver,
-        sink.Blackhole() as hole,
+        contextlib.closing(sink.Blackhole()) as hole,
     ):
-        sql_url = f"sqlite:///{tmp}/zaqar.db"
-        engine = sa.create_engine(sql_url)
-        tables.metadata.create_all(engine)
-        engine.dispose()
+        sql_url = create_management_tables(f"sqlite:///{tmp}/zaqar.db")
         endpoints = {
             "healthy": receiver.endpoint,
             "down": sink.refused_endpoint(),
             "blackhole": hole.endpoint,
         }
-        redis_url = redis_server.url  # type: ignore[attr-defined]
         workers: dict[str, list[common.Worker]] = {}
         try:
             for config in configs:
-                args = ["--worker", config, "--redis", redis_url, "--sql", sql_url]
-                args += ["--warmup", str(warmup)]
+                conf = Path(tmp) / f"{config}.conf"  # written here: a stock worker must
+                conf.write_text(render_conf(config, redis_server.url, sql_url))  # not import us
+                args = ["--worker", config, "--conf", str(conf), "--warmup", str(warmup)]
                 env = otel_env(config, endpoints)
                 workers[config] = [
                     common.Worker("bench.requests", args, env) for _ in range(replicas)
@@ -437,11 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
-    parser.add_argument("--redis", help=argparse.SUPPRESS)
-    parser.add_argument("--sql", help=argparse.SUPPRESS)
+    parser.add_argument("--conf", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        serve(args.worker, args.redis, args.sql, args.warmup)
+        serve(args.worker, args.conf, args.warmup)
         return 0
     configs = [c for c in args.configs.split(",") if c]
     unknown = sorted(set(configs) - set(CONFIGS))

@@ -1,7 +1,7 @@
 """Local OTLP/HTTP endpoints for the benchmarks: a fast counting receiver and a blackhole.
 
-``python -m bench.sink`` serves ``POST /v1/traces`` on a free 127.0.0.1 port
-(printed as the first stdout line), parses each body as an
+``python -m bench.sink PORT`` serves ``POST /v1/traces`` on 127.0.0.1:PORT
+(the package's OTLP receiver, counting instead of decoding), parses each body as an
 ``ExportTraceServiceRequest`` (protobuf, C-accelerated: no per-span Python
 objects) and counts the spans; ``GET /count`` answers
 ``{"spans": N, "requests": M}``. It runs in its own process so that its CPU is
@@ -9,10 +9,10 @@ not the benchmarked process's GIL.
 
 Usage::
 
-    with sink.Sink() as receiver:        # a subprocess
+    with sink.Sink() as receiver:        # a subprocess (a ServerProcess)
         receiver.endpoint                # http://127.0.0.1:PORT
         receiver.count()                 # {"spans": ..., "requests": ...}
-    with sink.Blackhole() as hole:       # accepts TCP connections, never answers
+    with closing(sink.Blackhole()) as hole:  # accepts TCP connections, never answers
         hole.endpoint
 """
 
@@ -21,87 +21,55 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import sys
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from pathlib import Path
 
 from bench.common import ROOT
-
-LOCALHOST = "127.0.0.1"
-
-
-class _Counter:
-    def __init__(self) -> None:
-        self.spans = 0
-        self.requests = 0
-        self.lock = threading.Lock()
+from zaqar_otel.demo.process import LOCALHOST, ServerProcess, http_get
+from zaqar_otel.demo.receiver import OTLPReceiver
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
+class CountingReceiver(OTLPReceiver):
+    """Counts the spans of each POST: C-accelerated protobuf parsing, no per-span objects."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
+        self.span_count = self.request_count = 0
 
-    def _reply(self, status: int, body: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        counter = self.server.counter
-        with counter.lock:
-            body = json.dumps({"spans": counter.spans, "requests": counter.requests})
-        self._reply(200, body.encode(), "application/json")
-
-    def do_POST(self) -> None:
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> int:
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         request = pb.ExportTraceServiceRequest.FromString(body)
         spans = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
-        counter = self.server.counter
-        with counter.lock:
-            counter.spans += spans
-            counter.requests += 1
-        self._reply(
-            200, pb.ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf"
-        )
+        with self.lock:
+            self.span_count += spans
+            self.request_count += 1
+        return 200
+
+    def answer_get(self, path: str) -> tuple[int, bytes]:
+        with self.lock:
+            counts = {"spans": self.span_count, "requests": self.request_count}
+        return 200, json.dumps(counts).encode()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class Sink(ServerProcess):
+    """The counting receiver in a subprocess (``python -m bench.sink PORT``)."""
 
-    def __init__(self) -> None:
-        self.counter = _Counter()
-        super().__init__((LOCALHOST, 0), _Handler)
-
-
-class Sink:
-    """The counting receiver in a subprocess (``python -m bench.sink``)."""
+    name = "sink"
 
     def __init__(self) -> None:
-        self.process: subprocess.Popen[str] | None = None
-        self.port = 0
+        super().__init__(startup_timeout=30)
 
-    def start(self) -> Sink:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.sink"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        if not line.isdigit():
-            self.stop()
-            raise RuntimeError(f"bench.sink did not start (said {line!r})")
-        self.port = int(line)
-        return self
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.sink", str(self.port)]
+
+    def _cwd(self) -> Path:
+        return ROOT
+
+    def _is_ready(self) -> bool:
+        return http_get(f"{self.endpoint}/count", timeout=1)[0] == 200
 
     @property
     def endpoint(self) -> str:
@@ -111,26 +79,10 @@ class Sink:
         with urllib.request.urlopen(f"{self.endpoint}/count", timeout=10) as answer:
             return dict(json.load(answer))
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-    def __enter__(self) -> Sink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class Blackhole:
-    """A port that completes TCP handshakes (the kernel's backlog) and never answers."""
+    """A port that completes TCP handshakes (the kernel's backlog) and never answers;
+    ``with contextlib.closing(Blackhole()) as hole``."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -145,17 +97,6 @@ class Blackhole:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> Blackhole:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def refused_endpoint() -> str:
     """An endpoint where nothing listens (connection refused)."""
@@ -165,11 +106,10 @@ def refused_endpoint() -> str:
     return f"http://{LOCALHOST}:{port}"
 
 
-def main() -> int:
-    server = _Server()
-    print(server.server_address[1], flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever(poll_interval=0.1)
+def main(argv: list[str] | None = None) -> int:
+    port = int((argv or sys.argv[1:] or ["0"])[0])
+    with CountingReceiver(port), contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
     return 0
 
 

@@ -30,15 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.servers import (
+from zaqar_otel.demo.process import (
     LOCALHOST,
-    BinaryNotFoundError,
-    ProcessServer,
-    ServerStartError,
-    _http_get,
-    free_port,
-    log_tail,
+    Missing,
+    ServerProcess,
+    StartFailed,
+    http_get,
+    pick_port,
 )
+from zaqar_otel.demo.stack import render_ini
 
 BIN = Path(sys.executable).parent
 KEYSTONE_HINT = "install the test extra: pip install -e '.[all,test]' (keystone, uWSGI)"
@@ -86,15 +86,10 @@ def render_keystone_conf(
         "token": {"provider": "fernet", "expiration": "3600", "caching": "false"},
         "profiler": dict(profiler or {"enabled": "false"}),
     }
-    lines = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {v}" for k, v in values.items())
-        lines.append("")
-    return "\n".join(lines)
+    return render_ini(sections)
 
 
-class KeystoneServer(ProcessServer):
+class KeystoneServer(ServerProcess):
     """Keystone (identity API v3, fernet tokens, SQLite) under uWSGI on 127.0.0.1:<port>.
 
     ``profiler`` is its ``[profiler]`` section (e.g. ``connection_string = otel://``) and
@@ -113,17 +108,16 @@ class KeystoneServer(ProcessServer):
         startup_timeout: float = 120.0,
     ) -> None:
         if importlib.util.find_spec("keystone") is None:
-            raise BinaryNotFoundError(f"the keystone package is not installed; {KEYSTONE_HINT}")
+            raise Missing(f"the keystone package is not installed; {KEYSTONE_HINT}")
         for tool in ("keystone-manage", "uwsgi"):
             if not (BIN / tool).exists():
-                raise BinaryNotFoundError(f"{BIN / tool} not found; {KEYSTONE_HINT}")
+                raise Missing(f"{BIN / tool} not found; {KEYSTONE_HINT}")
         super().__init__(startup_timeout=startup_timeout)
-        self.port = free_port()
         self.processes = processes
         self.threads = threads
         self.profiler = dict(profiler or {})
         self.extra_env = dict(env or {})
-        self.conf_path = self.tmpdir / "keystone.conf"
+        self.conf_path = self.workdir / "keystone.conf"
         self._accounts_made = False
 
     # -- endpoints
@@ -136,13 +130,10 @@ class KeystoneServer(ProcessServer):
         """The identity v3 endpoint (``OS_AUTH_URL``)."""
         return f"{self.url}/v3"
 
-    def _ports(self) -> list[int]:
-        return [self.port]
-
     def _new_ports(self) -> bool:
         if self._ever_started:
             return False
-        self.port = free_port()
+        self.port = pick_port()
         self._prepared = False  # the catalog names the port: bootstrap again
         return True
 
@@ -156,7 +147,7 @@ class KeystoneServer(ProcessServer):
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=self.tmpdir,
+            cwd=self.workdir,
             env=self._clean_env(),
         )
 
@@ -168,16 +159,16 @@ class KeystoneServer(ProcessServer):
                 proc.kill()
                 code = proc.wait()
             if code != 0:
-                raise ServerStartError(
+                raise StartFailed(
                     f"keystone-manage {step} failed with code {code}.\n"
-                    f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                    f"log {self.log_path}:\n{self.log()}"
                 )
 
     def _prepare(self) -> None:
-        (self.tmpdir / "keystone.db").unlink(missing_ok=True)
+        (self.workdir / "keystone.db").unlink(missing_ok=True)
         for keys in ("fernet-keys", "credential-keys"):
-            shutil.rmtree(self.tmpdir / keys, ignore_errors=True)
-        self.conf_path.write_text(render_keystone_conf(self.tmpdir, self.profiler))
+            shutil.rmtree(self.workdir / keys, ignore_errors=True)
+        self.conf_path.write_text(render_keystone_conf(self.workdir, self.profiler))
         owner = ("--keystone-user", str(os.getuid()), "--keystone-group", str(os.getgid()))
         self._wait_all(
             [
@@ -228,9 +219,9 @@ class KeystoneServer(ProcessServer):
 
     def _is_ready(self) -> bool:
         # every worker has built the app (--lazy-apps: a request may reach any of them)
-        if self._this_run_log().count("WSGI app 0 (mountpoint='') ready") < self.processes:
+        if self.run_log().count("WSGI app 0 (mountpoint='') ready") < self.processes:
             return False
-        status, _ = _http_get(f"{self.auth_url}", timeout=2)
+        status, _ = http_get(f"{self.auth_url}", timeout=2)
         return status == 200
 
     def _after_ready(self) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 import requests
 
 from tests import zaqar_server as zs
-from tests.servers import free_port, port_open
+from tests.waiting import wait_until
+from zaqar_otel.demo.process import ServerProcess, port_open
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,24 +31,33 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Subscriber:
+class Subscriber(ServerProcess):
     """``python -m tests.apps.subscriber`` on a free port, exporting to ``jaeger``."""
 
+    name = "subscriber"
+
     def __init__(self, jaeger: Any, status: int = 200) -> None:
-        self.port = free_port()
-        env = clean_env(
+        super().__init__(startup_timeout=30)
+        self.status = status
+        self.otel_env = clean_env(
             OTEL_EXPORTER_OTLP_ENDPOINT=jaeger.otlp_http_endpoint,
             OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
             OTEL_SERVICE_NAME="subscriber",
         )
+        self.start()
+
+    def _command(self) -> list[str]:
         command = [sys.executable, "-m", "tests.apps.subscriber", "--port", str(self.port)]
-        command += ["--status", str(status)]
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while not port_open(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the subscriber did not start")
-            time.sleep(0.1)
+        return [*command, "--status", str(self.status)]
+
+    def _env(self) -> dict[str, str]:
+        return self.otel_env
+
+    def _cwd(self) -> Path:
+        return ROOT
+
+    def _is_ready(self) -> bool:
+        return port_open(self.port)
 
     def url(self, path: str, userinfo: str = "", query: str = "") -> str:
         at = f"{userinfo}@" if userinfo else ""
@@ -63,22 +72,11 @@ class Subscriber:
     def wait_for(
         self, wanted: Callable[[dict[str, Any]], bool], count: int = 1, timeout: float = 30
     ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def enough() -> list[dict[str, Any]] | None:
             found = [d for d in self.deliveries() if wanted(d)]
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(found)} of {count} deliveries after {timeout} s")
-            time.sleep(0.1)
+            return found if len(found) >= count else None
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        return wait_until(enough, f"{count} deliver(ies)", timeout)
 
 
 def headers(project: str = PROJECT) -> dict[str, str]:

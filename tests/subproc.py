@@ -21,13 +21,16 @@ def profiled_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return full
 
 
-def start_profiled(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_profiled(
+    *args: str, env: dict[str, str] | None = None, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """Start it; ``stderr`` may be a file, to watch its log lines while it runs."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.apps.profiled", *args],
         cwd=ROOT,
         env=profiled_env(env),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 

@@ -9,7 +9,6 @@ span sent to it on to a second Jaeger (the session's ``jaeger_server``).
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Status, StatusCode
 
 from tests.conftest import in_ci
-from tests.servers import (
-    BinaryNotFoundError,
-    JaegerServer,
-    ProcessServer,
-    _http_get,
-    find_binary,
-    free_port,
-    port_open,
-)
+from tests.servers import JaegerServer
+from tests.waiting import assert_absent_after_control
+from zaqar_otel.demo import process
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_CONFIGS = sorted((ROOT / "collector-config").glob("*.yaml"))
@@ -44,8 +37,8 @@ def ids(paths: list[Path]) -> list[str]:
 @pytest.fixture(scope="module")
 def jaeger_binary() -> str:
     try:
-        return find_binary("jaeger")
-    except BinaryNotFoundError as err:
+        return process.find_binary("jaeger")
+    except process.Missing as err:
         message = str(err)
     if in_ci():
         pytest.fail(f"jaeger binary missing under CI: {message}", pytrace=False)
@@ -120,7 +113,7 @@ def test_validation_can_fail(jaeger_binary: str, sets: list[str], error: str) ->
 # -- the files at work: a collector process between an SDK and a Jaeger
 
 
-class Collector(ProcessServer):
+class Collector(process.ServerProcess):
     """A collector process from a config file, its endpoints moved to free local ports."""
 
     name = "collector"
@@ -128,7 +121,7 @@ class Collector(ProcessServer):
     def __init__(self, binary: str, config: Path, target_grpc: str, *extra: str) -> None:
         self.binary, self.config = binary, config
         super().__init__(startup_timeout=60)
-        self.grpc_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
+        self.grpc_port, self.http_port, self.health_port = (process.pick_port() for _ in "ghs")
         self.sets = [
             f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{self.grpc_port}",
             f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{self.http_port}",
@@ -145,8 +138,12 @@ class Collector(ProcessServer):
         return [self.grpc_port, self.http_port, self.health_port]
 
     def _is_ready(self) -> bool:
-        status, _ = _http_get(f"http://127.0.0.1:{self.health_port}/status", timeout=1)
-        return status == 200 and port_open(self.grpc_port) and port_open(self.http_port)
+        status, _ = process.http_get(f"http://127.0.0.1:{self.health_port}/status", timeout=1)
+        return (
+            status == 200
+            and process.port_open(self.grpc_port)
+            and process.port_open(self.http_port)
+        )
 
 
 def send_span(exporter: SpanExporter, name: str, *, error: bool = False) -> str:
@@ -208,5 +205,6 @@ def test_tail_sampling_keeps_errors_and_drops_the_unsampled_rest(
         dropped = send_span(http_exporter(collector), "fast-and-fine")
         kept = send_span(http_exporter(collector), "failed", error=True)
         assert operation(jaeger_server, kept) == "failed"
-        time.sleep(1.5)  # both decisions were due together; give the dropped one time
-        assert jaeger_server.get_trace(dropped) is None
+        # decided a decision_wait later than both: once it is in Jaeger, so is what was kept
+        control = send_span(http_exporter(collector), "control", error=True)
+        assert_absent_after_control(jaeger_server, control, [dropped])

@@ -29,6 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SERVICES = {"zaqar", "redis", "mongodb", "otel-collector", "jaeger", "loadgen"}
 PUBLISHED = {("jaeger", 16686), ("zaqar", 8888)}  # Jaeger UI and Zaqar API, nothing else
 
@@ -108,13 +109,12 @@ def test_services_are_the_documented_ones() -> None:
 
 
 def test_every_service_the_docs_name_exists() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### The demo stack with Docker", 1)[1].split("\n## ", 1)[0]
+    docs = "".join(path.read_text() for path in DOCS)
+    guide = (ROOT / "docs" / "production.md").read_text()
+    section = guide.split("## The demo stack with Docker Compose", 1)[1].split("\n## ", 1)[0]
     in_table = set(re.findall(r"^\| `([a-z-]+)` \|", section, re.M))
     assert in_table == set(services())
-    commands = set(
-        re.findall(r"docker compose (?:run --rm|logs(?: -f)?|restart) ([a-z-]+)", readme)
-    )
+    commands = set(re.findall(r"docker compose (?:run --rm|logs(?: -f)?|restart) ([a-z-]+)", docs))
     header = COMPOSE.read_text().split("\nname:", 1)[0]  # the usage comment on top
     commands |= set(re.findall(r"docker compose run --rm ([a-z-]+)", header))
     assert "loadgen" in commands
@@ -185,8 +185,9 @@ def test_every_otel_variable_is_one_the_sdk_reads() -> None:
 
 
 def test_documented_otel_variables_are_spelt_as_the_sdk_reads_them() -> None:
-    """The names in the README and export.py's docstring, [_TRACES] expanded."""
-    text = (ROOT / "README.md").read_text() + (ROOT / "src/zaqar_otel/bridge/export.py").read_text()
+    """The names in the docs and export.py's docstring, [_TRACES] expanded."""
+    text = "".join(path.read_text() for path in DOCS)
+    text += (ROOT / "src/zaqar_otel/bridge/export.py").read_text()
     names = set()
     for raw in re.findall(r"\bOTEL_[A-Z_\[\]*]+", text):
         if "*" in raw or raw.endswith("_"):  # a family: OTEL_BSP_*, OTEL_EXPORTER_OTLP_*KEY
@@ -325,7 +326,7 @@ def test_zaqar_conf_serves_and_traces_the_loadgen_workload(
     conf = zaqar_conf()
     stores = {s: dict(conf[s]) for s in conf.sections() if s.startswith("drivers")}
     del stores["drivers:transport:wsgi"]  # the test harness picks a free port
-    stores["drivers:message_store:redis"]["uri"] = redis_server.url.rsplit("/", 1)[0]
+    stores["drivers:message_store:redis"]["uri"] = redis_server.url
     stores["drivers:management_store:mongodb"]["uri"] = ferretdb_server.url
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint}
     server = zs.ZaqarServer(stores, dict(conf["profiler"]), env, launcher="ferretdb").start()
@@ -335,7 +336,7 @@ def test_zaqar_conf_serves_and_traces_the_loadgen_workload(
         args = ["--zaqar", server.url, "--jaeger", jaeger_server.query_url]
         code = demo.main([*args, "--key", option(loadgen, "--key")], out=out)
     finally:
-        server.stop()
+        server.close()
     output = out.getvalue()
     assert code == 0, output
     assert output.count(" spans)\n") == 5

@@ -98,13 +98,13 @@ def test_force_flush_through_the_global_provider(otlp_receiver):
 
 
 def test_collector_down_does_not_break_the_traced_code():
-    from tests.servers import free_port
+    from zaqar_otel.demo.process import pick_port
 
     result = run_profiled(
         "--requests",
         "20",
         env={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{pick_port()}",
             "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
         },
     )

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from oslo_config import cfg
 from osprofiler import initializer, notifier, profiler
 
@@ -78,3 +80,23 @@ def parent_of(span: ReadableSpan, spans: Iterable[ReadableSpan]) -> ReadableSpan
 def start_profiling() -> profiler._Profiler:
     profiler.clean()
     return profiler.init(HMAC_KEY)
+
+
+def exporting_provider(exporter: SpanExporter, service: str) -> TracerProvider:
+    """A private SDK provider (not the global one) exporting each span at once."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def emit_parent_child(provider: TracerProvider, tag: str) -> tuple[str, str]:
+    """Emit span 'parent' (server) with child 'child' (client); (trace id hex, parent id hex)."""
+    tracer = provider.get_tracer("zaqar_otel.tests", "1.2.3")
+    with tracer.start_as_current_span("parent", kind=SpanKind.SERVER) as parent:
+        parent.set_attribute("test.tag", tag)
+        with tracer.start_as_current_span("child", kind=SpanKind.CLIENT) as child:
+            child.set_attributes({"db.system": "redis", "n": 3, "ok": True, "xs": [1, 2]})
+            child.add_event("evt", {"k": "v"})
+            child.set_status(Status(StatusCode.ERROR, "boom"))
+    ctx = parent.get_span_context()
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"

@@ -11,12 +11,17 @@ logs (once) whatever goes wrong.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 from osprofiler.drivers import base
 
 from zaqar_otel.bridge import options
+
+if TYPE_CHECKING:  # the modules themselves are imported when the driver is used
+    from zaqar_otel.bridge.export import Endpoint
+    from zaqar_otel.bridge.provider import HintedIdGenerator
+    from zaqar_otel.bridge.spans import SpanBridge
 
 
 def service_name(project: str | None, service: str | None) -> str:
@@ -65,24 +70,16 @@ class OTelDriver(base.Driver):
             connection_str, project=project, service=service, host=host, conf=conf, **kwargs
         )
         # Heavy imports only when the driver is really used.
-        from zaqar_otel.bridge import (
-            backends,
-            export,
-            flask_routes,
-            keystoneauth,
-            logs,
-            outgoing,
-            provider,
-            spans,
-        )
-        from zaqar_otel.zaqar import outcomes
+        from zaqar_otel.bridge import export, logs, spans
 
         self.conf = conf
         self._profiler_group: Any = None
         self.bridge: spans.SpanBridge | None = None
         self.exporter: export.GuardedExporter | None = None
         self.processor: export.CountingBatchSpanProcessor | None = None
-        endpoint = export.parse_connection_string(connection_str)
+        self.backends: dict[str, bool] = {}
+        self._sqlalchemy_active: Callable[[], bool] = lambda: False
+        endpoint = export.parse_connection_string(connection_str)  # a bad one raises here
         if "conn_str" in kwargs:
             # OSProfiler's CLI (osprofiler trace show / list) builds the driver
             # with its argument namespace only to read traces back: no provider,
@@ -91,6 +88,20 @@ class OTelDriver(base.Driver):
         options.register_opts(conf)
         options.activate(conf)
         logs.install()
+        hints = self._use_or_build_provider(endpoint, service_name(project, service), host)
+        self.bridge = self._make_bridge(hints, host)
+        self._instrument_backends()
+        global _current
+        _current = self
+        _register_metrics()
+
+    def _use_or_build_provider(
+        self, endpoint: Endpoint, service: str, host: str | None
+    ) -> HintedIdGenerator:
+        """The process's SDK TracerProvider, or one built for ``endpoint`` (with the
+        counting processor and guarded exporter; ``service`` and ``host`` in its
+        resource); flushed on SIGTERM. The id hints."""
+        from zaqar_otel.bridge import export, logs, provider
 
         def processor() -> export.CountingBatchSpanProcessor | None:
             inner = export.build_exporter(endpoint)
@@ -100,9 +111,7 @@ class OTelDriver(base.Driver):
             self.processor = export.CountingBatchSpanProcessor(self.exporter)
             return self.processor
 
-        self.provider, hints, self.built_provider = provider.use_or_build(
-            service_name(project, service), processor, host
-        )
+        self.provider, hints, self.built_provider = provider.use_or_build(service, processor, host)
         if not self.built_provider and endpoint.url is not None:
             logs.LOG.info(
                 "zaqar-otel: this process already has a TracerProvider; spans go where it "
@@ -112,10 +121,16 @@ class OTelDriver(base.Driver):
         # SIGTERM would end the process without atexit: flush first (ours or not).
         provider.flush_on_sigterm(self.provider)
         provider.flush_at_uwsgi_exit(self.provider)
+        return hints
+
+    def _make_bridge(self, hints: HintedIdGenerator, host: str | None) -> SpanBridge:
+        """The SpanBridge: OSProfiler notifications -> spans of this driver's tracer
+        (``host.name`` on them when the provider's resource lacks it)."""
         from zaqar_otel import __version__
+        from zaqar_otel.bridge import logs, spans
+        from zaqar_otel.zaqar import outcomes
 
         tracer = self.provider.get_tracer("zaqar_otel", __version__)
-        full_statements = lambda: bool(self._flag("trace_db_statements"))  # noqa: E731
         on_spans = host_attributes(self.provider, host)
         if on_spans:
             logs.LOG.info(
@@ -123,33 +138,40 @@ class OTelDriver(base.Driver):
                 "carry it (OTEL_EXPERIMENTAL_RESOURCE_DETECTORS=host,process puts the host and "
                 "process in the resource instead)"
             )
-        self.bridge = spans.SpanBridge(
+        return spans.SpanBridge(
             tracer,
             hints,
             skip=self._skip,
-            full_statements=full_statements,
+            full_statements=self._full_statements,
             content=lambda: bool(self._flag("trace_message_content")),
             expected=outcomes.is_answer,
             span_attributes=on_spans,
         )
-        self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+
+    def _instrument_backends(self) -> None:
+        """Instrument the DB clients the ``[profiler]`` flags ask for, again whenever the
+        mutable flags change (``conf.mutate_config_files()``, e.g. on SIGHUP); and the
+        service's calls to other services, its outgoing requests and Flask routes."""
+        from zaqar_otel.bridge import backends, flask_routes, keystoneauth, logs, outgoing
+
+        self.backends = backends.apply(self.conf.profiler, self.provider, self._full_statements)
+        self._sqlalchemy_active = lambda: backends.active("sqlalchemy")
         keystoneauth.install()  # calls to other services (keystonemiddleware): CLIENT spans
         flask_routes.install()  # Flask services (Keystone): route names, status codes
         # other requests made inside profiled requests: CLIENT spans and traceparent
         outgoing.instrument_requests()
 
         def reapply(conf: cfg.ConfigOpts, fresh: Any) -> None:
-            # mutable flags changed (conf.mutate_config_files(), e.g. on SIGHUP)
-            self.backends = backends.apply(conf.profiler, self.provider, full_statements)
+            self.backends = backends.apply(conf.profiler, self.provider, self._full_statements)
             logs.LOG.info("zaqar-otel: [profiler] reloaded, backends traced: %s", self.backends)
 
-        register_hook = getattr(conf, "register_mutate_hook", None)
+        register_hook = getattr(self.conf, "register_mutate_hook", None)
         if register_hook is not None:
             register_hook(reapply)
-        global _current
-        _current = self
-        _register_metrics()
-        self._sqlalchemy_active: Callable[[], bool] = lambda: backends.active("sqlalchemy")
+
+    def _full_statements(self) -> bool:
+        """``[profiler] trace_db_statements``, read at each use (it is mutable)."""
+        return bool(self._flag("trace_db_statements"))
 
     @classmethod
     def get_name(cls) -> str:

@@ -25,11 +25,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from osprofiler import profiler, web
+from osprofiler import web
 from webob import Request
 
 import zaqar_otel
 from zaqar_otel.bridge import ids
+from zaqar_otel.lookup.client import profiled
 
 KEY = "soak-secret"
 CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
@@ -47,7 +48,7 @@ def write_conf(redis_url: str, sql_url: str) -> str:
     path.write_text(
         "[DEFAULT]\nauth_strategy =\nunreliable = true\n"
         "[drivers]\nmessage_store = redis\nmanagement_store = sqlalchemy\n"
-        f"[drivers:message_store:redis]\nuri = {redis_url.rsplit('/', 1)[0]}?socket_timeout=10\n"
+        f"[drivers:message_store:redis]\nuri = {redis_url}?socket_timeout=10\n"
         f"[drivers:management_store:sqlalchemy]\nuri = {sql_url}\n"
         f"[profiler]\nenabled = true\nhmac_keys = {KEY}\nconnection_string = otel://\n"
         "trace_wsgi_transport = true\ntrace_message_store = true\n"
@@ -57,15 +58,13 @@ def write_conf(redis_url: str, sql_url: str) -> str:
 
 
 def signed(method: str, path: str, body: Any = None) -> tuple[Request, str]:
-    profiler.clean()
-    p = profiler.init(KEY)
-    headers = {"Client-ID": CLIENT_ID, "X-Project-ID": "soak", **web.get_trace_id_headers()}
-    profiler.clean()
+    with profiled(KEY) as base_id:
+        headers = {"Client-ID": CLIENT_ID, "X-Project-ID": "soak", **web.get_trace_id_headers()}
     request = Request.blank(path, method=method, headers=headers)
     if body is not None:
         request.body = json.dumps(body).encode()
         request.content_type = "application/json"
-    return request, p.get_base_id()
+    return request, base_id
 
 
 # spans each kind of request must contain besides its root

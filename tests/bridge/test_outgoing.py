@@ -19,9 +19,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tests import tracing
-from tests.servers import free_port
 from zaqar_otel.bridge import options, outgoing
 from zaqar_otel.bridge.gate import PROFILED, in_profiled_request
+from zaqar_otel.demo.process import pick_port
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -108,7 +108,7 @@ def test_an_error_status_or_exception_marks_the_span_without_the_url(server):
     with profiled_request():
         requests.get(f"http://{server}/fail", timeout=5)
         with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{free_port()}/x?token=abc", timeout=5)
+            requests.get(f"http://127.0.0.1:{pick_port()}/x?token=abc", timeout=5)
     failed, refused = sorted(client_spans(), key=lambda s: s.start_time or 0)
     assert failed.status.status_code == StatusCode.ERROR
     assert failed.attributes["error.type"] == "500"

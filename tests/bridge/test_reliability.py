@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from tests.servers import free_port
 from tests.subproc import result_of, run_profiled, start_profiled
+from tests.waiting import wait_until
 from zaqar_otel.bridge import ids
+from zaqar_otel.demo.process import http_get, pick_port
 
 pytestmark = pytest.mark.servers
 
@@ -40,7 +41,7 @@ def test_collector_down_then_back_spans_resume_and_one_warning_each_way(otlp_rec
 
 
 def test_collector_down_for_the_whole_run(otlp_receiver):
-    port = free_port()  # nothing listens: connection refused
+    port = pick_port()  # nothing listens: connection refused
     result = run_profiled(
         "--requests", "50",
         env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", **FAST_FAIL},
@@ -142,24 +143,29 @@ def test_normal_exit_with_a_blackholed_collector_ends_in_bounded_time(otlp_recei
     assert result["wall"] < 30, result["wall"]
 
 
-def test_jaeger_restarting_during_load():
+def test_jaeger_restarting_during_load(tmp_path):
     from tests.servers import JaegerServer
 
     jaeger = JaegerServer().start()  # a private one: this test stops it
+    log = tmp_path / "stderr.log"
     try:
-        proc = start_profiled(
-            "--requests", "60", "--interval", "0.1",
-            env={
-                "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
-                "OTEL_BSP_SCHEDULE_DELAY": "100",
-                **FAST_FAIL,
-            },
-        )  # fmt: skip
-        time.sleep(1.5)
+        with log.open("w") as stderr:
+            proc = start_profiled(
+                "--requests", "60", "--interval", "0.1",
+                env={
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_http_endpoint,
+                    "OTEL_BSP_SCHEDULE_DELAY": "100",
+                    **FAST_FAIL,
+                },
+                stderr=stderr,
+            )  # fmt: skip
+        services = f"{jaeger.query_url}/api/services"
+        wait_until(lambda: b"zaqar-api" in http_get(services)[1], "first spans in Jaeger")
         jaeger.stop()
-        time.sleep(1.5)
+        wait_until(lambda: "cannot export spans" in log.read_text(), "the export failing")
         jaeger.start()  # same ports, empty store
-        out, err = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=60)
+        err = log.read_text()
         assert proc.returncode == 0, err
         bases = result_of(out)["base_ids"]
         assert len(bases) == 60

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from tests.servers import JaegerServer
 from tests.subproc import run_profiled
 from zaqar_otel.bridge import ids
+from zaqar_otel.demo.stack import jaeger_config
 
 pytestmark = pytest.mark.servers
 
@@ -83,8 +85,8 @@ class TLSJaeger(JaegerServer):
         self.pki = pki
         super().__init__()
 
-    def config(self) -> dict[str, Any]:
-        config = super().config()
+    def _prepare(self) -> None:
+        config = jaeger_config(self.jaeger_ports, self.max_traces)
         tls = {
             "cert_file": self.pki["server"],
             "key_file": self.pki["server_key"],
@@ -92,7 +94,7 @@ class TLSJaeger(JaegerServer):
         }
         for protocol in config["receivers"]["otlp"]["protocols"].values():
             protocol["tls"] = tls
-        return config
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def _client_env(pki: dict[str, str]) -> dict[str, str]:
 
 
 def test_otlp_http_over_mutual_tls(tls_jaeger, pki):
-    port = tls_jaeger.otlp_http_port
+    port = tls_jaeger.jaeger_ports.otlp_http
     result = run_profiled(
         "--force-flush",
         env={
@@ -128,7 +130,7 @@ def test_otlp_http_over_mutual_tls(tls_jaeger, pki):
 
 
 def test_otlp_grpc_over_mutual_tls_from_the_connection_string(tls_jaeger, pki):
-    port = tls_jaeger.otlp_grpc_port
+    port = tls_jaeger.jaeger_ports.otlp_grpc
     result = run_profiled(
         "--connection-string", f"otel://127.0.0.1:{port}?protocol=grpc&tls=true",
         env=_client_env(pki),
@@ -139,7 +141,7 @@ def test_otlp_grpc_over_mutual_tls_from_the_connection_string(tls_jaeger, pki):
 
 
 def test_an_untrusted_collector_gets_nothing_and_the_app_runs_on(tls_jaeger, pki):
-    port = tls_jaeger.otlp_http_port
+    port = tls_jaeger.jaeger_ports.otlp_http
     result = run_profiled(
         "--requests", "3", "--force-flush",
         env={

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.lookup.test_jaeger import Element, client_server_trace
-from tests.servers import JaegerServer, free_port
+from tests.servers import JaegerServer
 from zaqar_otel.bridge import ids
+from zaqar_otel.demo.process import pick_port
 from zaqar_otel.lookup import cli
 from zaqar_otel.lookup.jaeger import JaegerQuery
 
@@ -52,11 +53,11 @@ def test_trace_show_prints_the_tree(jaeger_server, known_trace, capsys, monkeypa
     monkeypatch.setenv(cli.ENV_UI, "http://ui:16686/")
     assert cli.main(["trace", "show", base_id]) == 0
     out = capsys.readouterr().out.splitlines()
-    hex_id = ids.trace_hex(base_id)
-    assert out[0] == f"trace {hex_id} ({base_id})"
+    trace_hex = ids.trace_hex(base_id)
+    assert out[0] == f"trace {trace_hex} ({base_id})"
     services = ", ".join(sorted({tree["client"].service, tree["wsgi"].service}))
     assert out[1] == f"4 spans, services: {services}, 1 in error"
-    assert out[2] == f"http://ui:16686/trace/{hex_id}"
+    assert out[2] == f"http://ui:16686/trace/{trace_hex}"
     rows = out[3:]
     assert len(rows) == 4
     assert rows[0].split()[:3] == ["PUT", tree["client"].service, "client"]
@@ -72,10 +73,16 @@ def test_trace_show_prints_the_tree(jaeger_server, known_trace, capsys, monkeypa
 @pytest.mark.servers
 def test_trace_show_json_by_hex_id(jaeger_server, known_trace, capsys):
     base_id, tree = known_trace
-    hex_id = ids.trace_hex(base_id)
-    assert cli.main(["trace", "show", hex_id, "--jaeger", jaeger_server.query_url, "--json"]) == 0
+    trace_hex = ids.trace_hex(base_id)
+    assert (
+        cli.main(["trace", "show", trace_hex, "--jaeger", jaeger_server.query_url, "--json"]) == 0
+    )
     document = json.loads(capsys.readouterr().out)
-    assert (document["trace_id"], document["base_id"], document["url"]) == (hex_id, base_id, None)
+    assert (document["trace_id"], document["base_id"], document["url"]) == (
+        trace_hex,
+        base_id,
+        None,
+    )
     spans = document["spans"]
     assert [(s["depth"], s["kind"]) for s in spans] == [
         (0, "client"),
@@ -173,7 +180,7 @@ def test_osprofiler_trace_show_errors(jaeger_server):
     assert missing.stdout.strip() == (
         f"Trace with UUID {unknown} not found. Please check the HMAC key used in the command."
     )
-    down = f"otel://?query=http://127.0.0.1:{free_port()}"
+    down = f"otel://?query=http://127.0.0.1:{pick_port()}"
     refused = run("zaqar-otel", "osprofiler", "trace", "show", unknown, "--connection-string",
                   down, "--json")  # fmt: skip
     assert refused.returncode == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -18,13 +19,14 @@ from osprofiler import _utils, notifier, profiler
 from tests import tracing
 from tests import zaqar_server as zs
 from tests.lookup.test_jaeger import Element, export_elements
-from tests.servers import free_port
 from zaqar_otel.bridge import ids
 from zaqar_otel.bridge.provider import use_or_build
 from zaqar_otel.bridge.spans import SpanBridge
+from zaqar_otel.demo.process import pick_port
 from zaqar_otel.lookup import client
 from zaqar_otel.lookup.jaeger import JaegerQuery
 
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KEY = "client-test-key"
 
@@ -197,10 +199,10 @@ def zaqar(jaeger_server, redis_server, tmp_path_factory) -> Iterator[zs.ZaqarSer
     from tests.zaqar.test_server import redis_sql_stores, start_server
 
     url = f"sqlite:///{tmp_path_factory.mktemp('client') / 'zaqar.db'}"
-    zs.create_sql_tables(url)
+    zs.create_management_tables(url)
     server = start_server(jaeger_server, redis_sql_stores(redis_server.url, url))
     yield server
-    server.stop()
+    server.close()
 
 
 def zaqar_otel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -233,9 +235,9 @@ def test_a_profiled_call_is_one_trace_client_span_root_server_tree_below(zaqar, 
     lines = posted.stdout.splitlines()
     assert lines[0] == f"posted 2 message(s) to {queue}"
     base = lines[1].split(":", 1)[1].strip()
-    hex_id = lines[2].split(":", 1)[1].strip()
-    assert str(uuid.UUID(base)) == base and hex_id == ids.trace_hex(base)
-    assert lines[3] == f"trace url:             http://ui/trace/{hex_id}"
+    trace_hex = lines[2].split(":", 1)[1].strip()
+    assert str(uuid.UUID(base)) == base and trace_hex == ids.trace_hex(base)
+    assert lines[3] == f"trace url:             http://ui/trace/{trace_hex}"
     assert lines[4].startswith("server:") and "the server traced this call" in lines[4]
     assert posted.stderr == ""
 
@@ -248,7 +250,7 @@ def test_a_profiled_call_is_one_trace_client_span_root_server_tree_below(zaqar, 
     assert server.parent_id == root.span_id
     assert server.name == "POST /v2/queues/{queue_name}/messages"
     assert server.service != "zaqar-client"
-    assert {s.trace_id for s in spans} == {hex_id}
+    assert {s.trace_id for s in spans} == {trace_hex}
     for span in spans:  # one connected tree under the client span
         seen = span
         while seen.parent_id:
@@ -256,12 +258,31 @@ def test_a_profiled_call_is_one_trace_client_span_root_server_tree_below(zaqar, 
         assert seen is root
     assert any(s.attributes.get("db.system.name") == "redis" for s in spans)
 
+    shown = zaqar_otel("trace", "show", base, "--wait", "10", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert_the_docs_example_starts_as(shown.stdout)
+
     listed = zaqar_otel(*call_args(zaqar, jaeger_server), "--json", "list", queue, env=env)
     document = json.loads(listed.stdout)
     assert document["server_traced"] is True and document["trace_id"] == ids.trace_hex(
         document["base_id"]
     )
     assert document["result"].splitlines()[1:] == ['{"n": 1}', '"text"']
+
+
+def assert_the_docs_example_starts_as(output: str) -> None:
+    """docs/client-and-cli.md shows the first rows of ``zaqar-otel trace show`` for a post:
+    the same spans, services and kinds as this real one (timings and ids aside)."""
+    from tests.test_docs import load
+
+    gen = load("generate_demo_trees")
+    doc = (ROOT / "docs" / "client-and-cli.md").read_text()
+    example = doc.split("<!-- BEGIN cli-tree", 1)[1].split("<!-- END cli-tree -->", 1)[0]
+    shown = gen.shape(output)
+    documented = gen.shape(example)
+    assert documented and shown[: len(documented)] == documented, output
+    [services] = re.findall(r"spans, services: (.+)", example)
+    assert f"spans, services: {services}" in output, output
 
 
 @pytest.mark.servers
@@ -292,7 +313,7 @@ def test_without_a_jaeger_url_the_call_says_what_was_not_checked(zaqar, jaeger_s
 @pytest.mark.servers
 @pytest.mark.zaqar
 def test_jaeger_down_after_a_good_call_is_exit_3(zaqar, jaeger_server):
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{pick_port()}"
     args = [*call_args(zaqar, jaeger_server), "--jaeger", down]
     result = zaqar_otel(*args, "queue-create", zs.fresh_queue_name())
     assert result.returncode == 3
@@ -303,7 +324,7 @@ def test_jaeger_down_after_a_good_call_is_exit_3(zaqar, jaeger_server):
 
 
 def test_call_errors_bad_usage_and_zaqar_down():
-    down = f"http://127.0.0.1:{free_port()}"
+    down = f"http://127.0.0.1:{pick_port()}"
     base = ["call", "--url", down, "--connection-string", "otel://127.0.0.1:1", "--no-check"]
     no_key = zaqar_otel(*base, "list", "q")
     assert no_key.returncode == 2

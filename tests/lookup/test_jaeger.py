@@ -15,10 +15,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from osprofiler import exc
 
-from tests.servers import free_port
 from zaqar_otel.bridge import ids
 from zaqar_otel.bridge.provider import HintedIdGenerator
 from zaqar_otel.bridge.spans import SpanBridge
+from zaqar_otel.demo.process import pick_port
 from zaqar_otel.driver import OTelDriver
 from zaqar_otel.lookup import jaeger
 from zaqar_otel.lookup.jaeger import JaegerQuery, SpanRecord, render_tree, trace_url
@@ -327,7 +327,7 @@ def test_wait_for_trace_returns_what_arrived_at_the_deadline(jaeger_server, know
 def test_unreachable_and_not_jaeger_are_clear_one_line_errors(jaeger_server):
     base = str(uuid.uuid4())
     with pytest.raises(jaeger.JaegerUnreachable, match="cannot reach Jaeger") as refused:
-        JaegerQuery(f"http://127.0.0.1:{free_port()}", timeout=2).get_trace(base)
+        JaegerQuery(f"http://127.0.0.1:{pick_port()}", timeout=2).get_trace(base)
     # the OTLP port of the same Jaeger: HTTP, but not the query API
     with pytest.raises(jaeger.JaegerError, match="query API") as wrong:
         JaegerQuery(jaeger_server.otlp_http_endpoint).get_trace(base)
@@ -434,11 +434,11 @@ def test_driver_read_side_errors_are_command_errors(monkeypatch):
     with pytest.raises(exc.CommandError, match=r"\?query=http://JAEGER:16686"):
         reader("otel://").get_report(str(uuid.uuid4()))
     with pytest.raises(exc.CommandError, match="cannot reach Jaeger"):
-        reader(f"otel://?query=http://127.0.0.1:{free_port()}").get_report(str(uuid.uuid4()))
+        reader(f"otel://?query=http://127.0.0.1:{pick_port()}").get_report(str(uuid.uuid4()))
     with pytest.raises(exc.CommandError, match="cannot reach Jaeger"):
-        reader(f"otel://?query=http://127.0.0.1:{free_port()}").list_traces()
+        reader(f"otel://?query=http://127.0.0.1:{pick_port()}").list_traces()
     with pytest.raises(exc.CommandError, match="not a trace id"):
-        reader(f"otel://?query=http://127.0.0.1:{free_port()}").get_report("nope")
+        reader(f"otel://?query=http://127.0.0.1:{pick_port()}").get_report("nope")
 
 
 def test_the_connection_string_names_the_query_api():

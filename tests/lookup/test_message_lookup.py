@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import requests
 
 from tests import messaging as m
 from tests import zaqar_server as zs
+from tests.waiting import wait_for_control
 from tests.zaqar.test_server import redis_sql_stores, start_server
 from zaqar_otel.bridge import ids
 from zaqar_otel.lookup.jaeger import JaegerQuery
@@ -23,10 +23,10 @@ pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 @pytest.fixture(scope="module")
 def zaqar(jaeger_server, redis_server, tmp_path_factory) -> Iterator[zs.ZaqarServer]:
     url = f"sqlite:///{tmp_path_factory.mktemp('lookup') / 'zaqar.db'}"
-    zs.create_sql_tables(url)
+    zs.create_management_tables(url)
     server = start_server(jaeger_server, redis_sql_stores(redis_server.url, url))
     yield server
-    server.stop()
+    server.close()
 
 
 def signed(method: str, url: str, **kwargs: Any) -> requests.Response:
@@ -71,7 +71,9 @@ def history(zaqar, jaeger_server) -> dict[str, str]:
     for name, spans in (("post_batch", 5), ("claim", 3), ("get", 2), ("delete", 2)):
         wait_spans(jaeger_server, seen[name], spans)
     wait_spans(jaeger_server, seen["get_untraced"], 2)
-    time.sleep(0.5)  # the last batch of the server's spans
+    with zs.profiled() as control:  # after them, by the same server: the last batch is in
+        zs.client(zaqar.url, m.PROJECT).queue(zs.fresh_queue_name(), force_create=True)
+    wait_for_control(jaeger_server, control)
     return seen
 
 

@@ -13,7 +13,6 @@ import ast
 import itertools
 import json
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import requests
 
 from tests import zaqar_server as zs
 from tests.servers import RedisServer
+from tests.waiting import wait_until
 from tests.zaqar.test_server import redis_sql_stores, tags
 from zaqar_otel.bridge import ids
 
@@ -73,8 +73,8 @@ class Run:
         return [span for trace in self.traces for span in trace["spans"]]
 
     def trace(self, operation: str) -> dict[str, Any]:
-        hex_id = ids.trace_hex(self.bases[operation])
-        [found] = [t for t in self.traces if t["traceID"].rjust(32, "0") == hex_id]
+        trace_hex = ids.trace_hex(self.bases[operation])
+        [found] = [t for t in self.traces if t["traceID"].rjust(32, "0") == trace_hex]
         return found
 
     def text(self) -> str:
@@ -131,7 +131,7 @@ def stores_for(store: str, request: pytest.FixtureRequest, tmp: Path) -> tuple[d
     # Redis may have the scripts from earlier tests)
     redis_client.Redis.from_url(redis.url).script_flush()
     sql_url = f"sqlite:///{tmp / 'zaqar.db'}"
-    zs.create_sql_tables(sql_url)
+    zs.create_management_tables(sql_url)
     return redis_sql_stores(redis.url, sql_url), "zaqar-otel-server"
 
 
@@ -155,7 +155,7 @@ def run_workload(
     try:
         workload(server.url, run)
     finally:
-        server.stop()
+        server.close()
     for base in run.bases.values():
         complete_trace(jaeger, base)
     run.traces = service_traces(jaeger, run.service)
@@ -170,8 +170,8 @@ def complete_trace(jaeger: Any, base: str, timeout: float = 30) -> list[dict[str
 
     The root ends last and is exported last: a trace is read only once it arrived.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def whole() -> list[dict[str, Any]] | None:
         spans = jaeger.trace_spans(jaeger.get_trace(ids.trace_hex(base)))
         have = {s["spanID"] for s in spans}
         # CHILD_OF: the parent; FOLLOWS_FROM: a span link (a claim's to the post of a message)
@@ -186,10 +186,9 @@ def complete_trace(jaeger: Any, base: str, timeout: float = 30) -> list[dict[str
             for s in spans
             if not any(r["refType"] == "CHILD_OF" for r in s.get("references") or [])
         ]
-        if len(roots) == 1 and len(spans) > 1 and set(parents) <= have:
-            return spans
-        assert time.monotonic() < deadline, f"trace {base} incomplete: {len(spans)} spans"
-        time.sleep(0.1)
+        return spans if len(roots) == 1 and len(spans) > 1 and set(parents) <= have else None
+
+    return wait_until(whole, f"trace {base} whole", timeout)
 
 
 def service_traces(jaeger: Any, service: str) -> list[dict[str, Any]]:
@@ -371,7 +370,7 @@ def test_database_dup_opt_in_keeps_both_vocabularies(request, jaeger_server, tmp
 
 def test_redis_down_is_an_error_on_every_span_that_failed(jaeger_server, tmp_path):
     sql_url = f"sqlite:///{tmp_path / 'zaqar.db'}"
-    zs.create_sql_tables(sql_url)
+    zs.create_management_tables(sql_url)
     service = f"zaqar-down-{uuid.uuid4().hex[:8]}"
     with RedisServer() as redis:
         env = {
@@ -389,7 +388,7 @@ def test_redis_down_is_an_error_on_every_span_that_failed(jaeger_server, tmp_pat
             with zs.profiled() as base, pytest.raises(Exception):  # noqa: B017 (a 503)
                 queue.post([{"body": {"text": "x"}, "ttl": 300}])
         finally:
-            server.stop()
+            server.close()
     spans = complete_trace(jaeger_server, base)
     failed = {s["operationName"]: tags(s) for s in spans if tags(s).get("error") is True}
     assert "POST /v2/queues/{queue_name}/messages" in failed, [

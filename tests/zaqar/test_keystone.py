@@ -23,8 +23,9 @@ from osprofiler import web
 
 from tests import zaqar_server as zs
 from tests.keystone_server import KeystoneServer
+from tests.waiting import wait_until
 from tests.zaqar.test_server import redis_sql_stores, start_server
-from zaqar_otel.lookup.jaeger import JaegerQuery, SpanRecord
+from zaqar_otel.lookup.jaeger import JaegerQuery, SpanRecord, TraceNotFound
 
 pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 CLIENT_ID = "3381af92-2b9e-11e3-b191-71861300734c"
@@ -57,11 +58,40 @@ class Trace:
         return {span.service for span in self.spans}
 
 
-def trace_of(jaeger: Any, base_id: str, settle: float = 0.5, min_spans: int = 2) -> Trace:
+def trace_of(
+    jaeger: Any, base_id: str, min_spans: int = 2, services: set[str] | None = None
+) -> Trace:
+    """The trace once it is whole (:func:`whole`) with a part from Zaqar and each of
+    ``services``: a request span without its caller's part may be a root or a callee whose
+    caller has not arrived yet, so the parts of a trace of several roots (the CLI's login and
+    its call) must be named."""
     query = JaegerQuery(jaeger.query_url)
-    query.wait_for_trace(base_id, min_spans, timeout=30)
-    time.sleep(settle)  # let stragglers of the same trace land
-    return Trace(query.get_trace(base_id))
+    wanted = {ZAQAR, *(services or ())}
+
+    def read() -> Trace | None:
+        try:
+            trace = Trace(query.get_trace(base_id))
+        except TraceNotFound:
+            return None
+        enough = len(trace.spans) >= min_spans and trace.services() >= wanted
+        return trace if enough and whole(trace) else None
+
+    return wait_until(read, f"trace {base_id} whole, {min_spans}+ spans from {wanted}")
+
+
+def whole(trace: Trace) -> bool:
+    """Every process's part of the trace has arrived. A request span (SERVER) ends after
+    everything its process did for the request, so once it is there, so is the rest of that
+    process's part: a span without its parent in the trace may only be a request span or a
+    client's HTTP call (the trace's roots), and every HTTP call has the callee's request
+    span under it (Keystone and Zaqar trace every signed request)."""
+    for span in trace.spans:
+        http_call = span.kind == "client" and "url.full" in span.attributes
+        if trace.parent(span) is None and not (span.kind == "server" or http_call):
+            return False
+        if http_call and not [c for c in trace.children(span) if c.kind == "server"]:
+            return False
+    return True
 
 
 def descendants(trace: Trace, span: SpanRecord) -> list[SpanRecord]:
@@ -117,7 +147,7 @@ def keystone_zaqar(
     token are done before the tests (the tests see only token validations).
     """
     sql_url = f"sqlite:///{tmp_path_factory.mktemp('keystone-mgmt') / 'zaqar.db'}"
-    zs.create_sql_tables(sql_url)
+    zs.create_management_tables(sql_url)
     stores = redis_sql_stores(redis_server.url, sql_url)
     stores["DEFAULT"] = {"auth_strategy": "keystone"}
     stores["keystone_authtoken"] = keystone_server.authtoken_conf()
@@ -126,7 +156,7 @@ def keystone_zaqar(
     warm = put_queue(server.url, keystone_server.token(), zs.fresh_queue_name(), signed=False)
     assert warm.status_code == 201, warm.text
     yield server
-    server.stop()
+    server.close()
 
 
 def put_queue(url: str, token: str, name: str, signed: bool = True) -> requests.Response:
@@ -211,7 +241,8 @@ def test_unsigned_requests_are_traced_by_nobody(keystone_zaqar, keystone_server,
     with zs.profiled() as control:  # a signed request after them: its spans came after theirs
         signed = put_queue(keystone_zaqar.url, keystone_server.token(), zs.fresh_queue_name())
     assert signed.status_code == 201
-    assert trace_of(jaeger_server, control).services() == {ZAQAR, KEYSTONE}  # both exported
+    both = trace_of(jaeger_server, control, services={ZAQAR, KEYSTONE})  # both exported
+    assert both.services() == {ZAQAR, KEYSTONE}
     for name in names:
         found = query.find_traces(ZAQAR, lookback_s=120, tags={"url.path": f"/v2/queues/{name}"})
         assert found == {}
@@ -256,7 +287,7 @@ def test_openstack_cli_os_profile_is_one_trace_of_zaqar_and_keystone(
     assert cli.returncode == 0, cli.stderr
     assert name in cli.stdout
     [base] = re.findall(r"Trace ID: ([0-9a-f-]{36})", cli.stderr)
-    trace = trace_of(jaeger_server, base, settle=1.0, min_spans=6)
+    trace = trace_of(jaeger_server, base, min_spans=6, services={ZAQAR, KEYSTONE})
     print(f"openstack --os-profile trace {base}: {summary(trace)}")
     assert trace.services() == {ZAQAR, KEYSTONE}
     [request] = trace.of(ZAQAR, "server")
@@ -278,7 +309,7 @@ def test_osprofiler_trace_show_finds_the_cli_trace_without_a_wrapper(
               zs.fresh_queue_name(), env=keystone_server.os_env())  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     [base] = re.findall(r"Trace ID: ([0-9a-f-]{36})", cli.stderr)
-    trace = trace_of(jaeger_server, base, settle=1.0, min_spans=6)
+    trace = trace_of(jaeger_server, base, min_spans=6, services={ZAQAR, KEYSTONE})
     shown = run("osprofiler", "trace", "show", "--connection-string",
                 f"otel://?query={jaeger_server.query_url}", "--json", base, env={})  # fmt: skip
     assert shown.returncode == 0, shown.stdout + shown.stderr
@@ -312,7 +343,9 @@ def test_zaqar_otel_call_with_os_cloud(keystone_zaqar, keystone_server, jaeger_s
     assert called.returncode == 0, called.stderr
     result = json.loads(called.stdout)
     assert result["result"] == f"created queue {name}" and result["server_traced"] is True
-    trace = trace_of(jaeger_server, result["base_id"], settle=1.0, min_spans=5)
+    trace = trace_of(
+        jaeger_server, result["base_id"], min_spans=5, services={"zaqar-client", ZAQAR, KEYSTONE}
+    )
     assert trace.services() == {"zaqar-client", ZAQAR, KEYSTONE}
     # the client authenticating (the catalog gave Zaqar's URL): a CLIENT span, Keystone under it
     [login] = [s for s in trace.of("zaqar-client") if s.name == "POST"]

@@ -32,14 +32,14 @@ CONTROLLERS = {"list": "MessageController.list", "claim": "ClaimController.creat
 def store_server(request, jaeger_server, tmp_path) -> Any:
     if request.param == "redis":
         sql = f"sqlite:///{tmp_path / 'lazy.db'}"
-        zs.create_sql_tables(sql)
+        zs.create_management_tables(sql)
         redis_url = request.getfixturevalue("redis_server").url
         server = start_server(jaeger_server, redis_sql_stores(redis_url, sql), launcher="status")
     else:
         ferretdb = request.getfixturevalue("ferretdb_server")
         server = start_server(jaeger_server, mongodb_stores(ferretdb.url), launcher="ferretdb")
     yield server
-    server.stop()
+    server.close()
 
 
 def list_and_claim(url: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ OpenTelemetry-instrumented webhook subscriber, consumers, all exporting to one J
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,10 @@ import requests
 
 from tests import messaging as m
 from tests import zaqar_server as zs
+from tests.waiting import wait_until
 from tests.zaqar.test_server import Tree, redis_sql_stores, start_server, tags
 from zaqar_otel.bridge import ids
+from zaqar_otel.demo.process import pick_port
 
 pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 # the fields of a message in Zaqar's v2 API responses (WSGI)
@@ -27,15 +28,13 @@ API_FIELDS = {"id", "href", "ttl", "age", "body", "checksum"}
 
 def wait_trace(jaeger: Any, trace_hex: str, wanted: Any, timeout: float = 30) -> Tree:
     """The trace once ``wanted(tree)`` is true (spans arrive in batches from several processes)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ready() -> Tree | None:
         tree = Tree(jaeger.trace_spans(jaeger.get_trace(trace_hex)))
-        if tree.spans and wanted(tree):
-            return tree
-        if time.monotonic() > deadline:
-            names = sorted(s["operationName"] for s in tree.spans)
-            raise TimeoutError(f"trace {trace_hex}: condition not met, spans: {names}")
-        time.sleep(0.2)
+        return tree if tree.spans and wanted(tree) else None
+
+    return wait_until(ready, f"trace {trace_hex}: {getattr(wanted, '__name__', 'condition')}",
+                      timeout)  # fmt: skip
 
 
 def with_services(jaeger: Any, trace_hex: str) -> list[dict[str, Any]]:
@@ -63,7 +62,7 @@ def links(span: dict[str, Any]) -> set[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('mgmt') / 'zaqar.db'}"
-    zs.create_sql_tables(url)
+    zs.create_management_tables(url)
     return url
 
 
@@ -86,14 +85,14 @@ def notifying_stores(redis_url: str, sql_url: str, mail_dir: Path) -> dict[str, 
 def zaqar(jaeger_server, redis_server, sqlite_url, mail_dir) -> Iterator[zs.ZaqarServer]:
     server = start_server(jaeger_server, notifying_stores(redis_server.url, sqlite_url, mail_dir))
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="module")
 def subscriber(jaeger_server) -> Iterator[m.Subscriber]:
     process = m.Subscriber(jaeger_server)
     yield process
-    process.stop()
+    process.close()
 
 
 # -- push: webhooks and mail
@@ -154,7 +153,7 @@ def test_webhook_delivery_continues_the_producers_trace(zaqar, subscriber, jaege
 def test_failing_webhook_attempts_are_resends_with_errors(zaqar, jaeger_server):
     queue = zs.fresh_queue_name()
     m.create_queue(zaqar.url, queue)
-    closed = f"http://127.0.0.1:{m.free_port()}/nobody"
+    closed = f"http://127.0.0.1:{pick_port()}/nobody"
     policy = {
         "retries_with_no_delay": 2,
         "minimum_delay_retries": 0,
@@ -345,7 +344,7 @@ def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store
         claims = f"{server.url}/v2/queues/{queue}/claims?limit=10"
         answer, root = traced_request_root(jaeger_server, "POST", claims, json={"ttl": 60})
     finally:
-        server.stop()
+        server.close()
     assert answer.status_code == 201, answer.text
     claimed = answer.json()["messages"]
     assert sorted(m["id"] for m in claimed) == sorted(msg.values())
@@ -363,7 +362,7 @@ def test_claims_and_gets_link_to_each_producing_trace_also_after_a_restart(store
             jaeger_server, "GET", f"{messages}?ids={msg['b2']},{msg['c']}"
         )
     finally:
-        server.stop()
+        server.close()
     assert one.status_code == 200 and set(one.json()) <= API_FIELDS
     assert links(root) == {produced[msg["a"]]}
     assert tags(root)["messaging.message.id"] == msg["a"]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
 from tests import zaqar_server as zs
+from tests.waiting import wait_for_log
 from tests.zaqar.test_server import redis_sql_stores, start_server, trace_of
 
 pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
+RELOADED = "zaqar-otel: [profiler] reloaded"
 
 
 def _post(server: zs.ZaqarServer) -> str:
@@ -20,27 +21,29 @@ def _post(server: zs.ZaqarServer) -> str:
     return base
 
 
+def _reload(server: zs.ZaqarServer, conf_text: str) -> None:
+    """Write zaqar.conf, SIGHUP, and wait for the bridge to say it re-read it."""
+    server.conf_path.write_text(conf_text)
+    offset = server.log_size()
+    server.send_signal(signal.SIGHUP)
+    wait_for_log(server, RELOADED, offset)
+    assert server.running  # reloaded, not killed
+
+
 def test_sighup_applies_changed_backend_flags(jaeger_server, redis_server, tmp_path):
-    sql = f"sqlite:///{tmp_path / 'reload.db'}"
-    zs.create_sql_tables(sql)
+    sql = zs.create_management_tables(f"sqlite:///{tmp_path / 'reload.db'}")
     server = start_server(
         jaeger_server, redis_sql_stores(redis_server.url, sql), trace_redis="false"
     )
     try:
         before = _post(server)
         text = server.conf_path.read_text()
-        server.conf_path.write_text(text.replace("trace_redis = false", "trace_redis = true"))
-        assert server.process is not None
-        server.process.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
-        assert server.process.poll() is None  # reloaded, not killed
+        _reload(server, text.replace("trace_redis = false", "trace_redis = true"))
         after = _post(server)
-        server.conf_path.write_text(text)  # and back off
-        server.process.send_signal(signal.SIGHUP)
-        time.sleep(1.0)
+        _reload(server, text)  # and back off
         off_again = _post(server)
     finally:
-        server.stop()
+        server.close()
     assert trace_of(jaeger_server, before, 2).db("redis") == []
     assert trace_of(jaeger_server, after, 3).db("redis")
     assert trace_of(jaeger_server, off_again, 2).db("redis") == []

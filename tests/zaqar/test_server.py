@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 import requests
 
 from tests import zaqar_server as zs
+from tests.waiting import assert_absent_after_control, wait_until
 from zaqar_otel.bridge import ids
 
 pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
@@ -54,9 +54,14 @@ class Tree:
 
 
 def trace_of(jaeger: Any, base_id: str, min_spans: int = 2) -> Tree:
-    jaeger.wait_for_trace(ids.trace_hex(base_id), min_spans, timeout=30)
-    time.sleep(0.5)  # let stragglers of the same trace land
-    return Tree(jaeger.trace_spans(jaeger.get_trace(ids.trace_hex(base_id))) or [])
+    """The trace once it is whole: ``min_spans`` spans or more, and its root. The root (the
+    request span) ends last, so every span under it was exported before it."""
+
+    def whole() -> Tree | None:
+        tree = Tree(jaeger.trace_spans(jaeger.get_trace(ids.trace_hex(base_id))))
+        return tree if len(tree.spans) >= min_spans and tree.roots() else None
+
+    return wait_until(whole, f"trace {base_id}: a root and {min_spans}+ spans")
 
 
 def assert_one_connected_tree(tree: Tree) -> dict[str, Any]:
@@ -73,16 +78,11 @@ def assert_one_connected_tree(tree: Tree) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = f"sqlite:///{tmp_path_factory.mktemp('mgmt') / 'zaqar.db'}"
-    zs.create_sql_tables(url)
+    zs.create_management_tables(url)
     return url
 
 
-def redis_sql_stores(redis_url: str, sql_url: str) -> dict[str, dict[str, str]]:
-    return {
-        "drivers": {"message_store": "redis", "management_store": "sqlalchemy"},
-        "drivers:message_store:redis": {"uri": f"{redis_url.rsplit('/', 1)[0]}?socket_timeout=5"},
-        "drivers:management_store:sqlalchemy": {"uri": sql_url},
-    }
+redis_sql_stores = zs.redis_sql_stores
 
 
 def start_server(
@@ -101,7 +101,7 @@ def start_server(
 def redis_sqlite_zaqar(jaeger_server, redis_server, sqlite_url) -> Iterator[zs.ZaqarServer]:
     server = start_server(jaeger_server, redis_sql_stores(redis_server.url, sqlite_url))
     yield server
-    server.stop()
+    server.close()
 
 
 def workload(url: str) -> dict[str, str]:
@@ -131,7 +131,7 @@ def workload_on(jaeger: Any, stores: dict[str, Any], **profiler_opts: str) -> di
     try:
         return workload(server.url)
     finally:
-        server.stop()
+        server.close()
 
 
 def test_post_is_one_trace_with_route_messaging_and_db_children(redis_sqlite_zaqar, jaeger_server):
@@ -238,10 +238,9 @@ def test_wrong_hmac_key_is_served_and_exports_nothing(redis_sqlite_zaqar, jaeger
     cli = zs.client(redis_sqlite_zaqar.url)
     with zs.profiled("not-the-server-key") as base:
         cli.queue(zs.fresh_queue_name(), force_create=True)
-    with zs.profiled() as good:
+    with zs.profiled() as control:
         cli.queue(zs.fresh_queue_name(), force_create=True)
-    trace_of(jaeger_server, good, 2)  # the server exported by now
-    assert jaeger_server.get_trace(ids.trace_hex(base)) is None
+    assert_absent_after_control(jaeger_server, control, [base])
 
 
 def test_extra_json_keys_in_trace_info_are_not_traced(redis_sqlite_zaqar, jaeger_server):
@@ -260,8 +259,9 @@ def test_extra_json_keys_in_trace_info_are_not_traced(redis_sqlite_zaqar, jaeger
         timeout=10,
     )
     assert response.status_code == 201
-    time.sleep(1)
-    assert jaeger_server.get_trace(ids.trace_hex(base)) is None
+    with zs.profiled() as control:
+        zs.client(redis_sqlite_zaqar.url).queue(zs.fresh_queue_name(), force_create=True)
+    assert_absent_after_control(jaeger_server, control, [base])
 
 
 def test_backend_flags_off_remove_exactly_their_spans(jaeger_server, redis_server, sqlite_url):
@@ -302,10 +302,10 @@ def test_enabled_false_exports_nothing(jaeger_server, redis_server, sqlite_url):
         with zs.profiled() as base:
             zs.client(server.url).queue(zs.fresh_queue_name(), force_create=True)
     finally:
-        server.stop()
-    time.sleep(1.5)
-    for base_id in [*[v for k, v in bases.items() if k != "queue"], base]:
-        assert jaeger_server.get_trace(ids.trace_hex(base_id)) is None
+        server.close()  # it would have flushed its spans by now
+    control = jaeger_server.send_control_span()  # the same way in, after them
+    traces = [*[v for k, v in bases.items() if k != "queue"], base]
+    assert_absent_after_control(jaeger_server, control, traces)
 
 
 def test_trace_wsgi_transport_false_traces_no_request(jaeger_server, redis_server, sqlite_url):
@@ -318,15 +318,15 @@ def test_trace_wsgi_transport_false_traces_no_request(jaeger_server, redis_serve
     try:
         bases = workload(server.url)
     finally:
-        server.stop()  # SIGTERM flushes what the server had to export
-    time.sleep(1.5)  # as in test_enabled_false_exports_nothing: no trace to wait for
-    for base_id in [v for k, v in bases.items() if k != "queue"]:
-        assert jaeger_server.get_trace(ids.trace_hex(base_id)) is None
+        server.close()  # SIGTERM flushes what the server had to export
+    control = jaeger_server.send_control_span()  # the same way in, after them
+    traced = [v for k, v in bases.items() if k != "queue"]
+    assert_absent_after_control(jaeger_server, control, traced)
 
 
 def test_postgresql_management_store(jaeger_server, redis_server, postgres_server):
     url = postgres_server.create_database("zaqar_e2e")
-    zs.create_sql_tables(url)
+    zs.create_management_tables(url)
     bases = workload_on(jaeger_server, redis_sql_stores(redis_server.url, url))
     tree = trace_of(jaeger_server, bases["create"], 3)
     assert_one_connected_tree(tree)
@@ -356,7 +356,7 @@ def test_mongodb_wire_protocol_for_both_stores(jaeger_server, ferretdb_server):
         with zs.profiled() as listed:
             assert len(list(queue.messages(echo=True))) == 2
     finally:
-        server.stop()
+        server.close()
     for base in (create, post, listed):
         tree = trace_of(jaeger_server, base, 3)
         root = assert_one_connected_tree(tree)
@@ -388,7 +388,7 @@ def test_opentelemetry_instrument_launcher(jaeger_server, redis_server, sqlite_u
     try:
         bases = workload(server.url)
     finally:
-        server.stop()
+        server.close()
     answer = jaeger_server.wait_for_trace(ids.trace_hex(bases["post"]), 3, timeout=30)
     tree = Tree(jaeger_server.trace_spans(answer))
     root = assert_one_connected_tree(tree)
@@ -402,12 +402,15 @@ def _pooled_server(jaeger: Any, redis_url: str, sql_url: str, **opts: str) -> zs
     stores = redis_sql_stores(redis_url, sql_url)
     stores["DEFAULT"] = {"pooling": "true", "admin_mode": "true"}
     server = start_server(jaeger, stores, **opts)
-    base = redis_url.rsplit("/", 1)[0]
     admin = {"Client-ID": CLIENT_ID, "X-Project-ID": "admin", "X-Roles": "admin"}
     for index in (1, 2):
         response = requests.put(
             f"{server.url}/v2/pools/pool{index}",
-            json={"uri": f"{base}?dbid={index}&socket_timeout=5", "weight": 100, "options": {}},
+            json={
+                "uri": f"{redis_url}?dbid={index}&socket_timeout=5",
+                "weight": 100,
+                "options": {},
+            },
             headers=admin,
             timeout=10,
         )
@@ -418,7 +421,7 @@ def _pooled_server(jaeger: Any, redis_url: str, sql_url: str, **opts: str) -> zs
 @pytest.mark.parametrize("trace_pooling", ["true", "false"])
 def test_pooling_with_two_pools(jaeger_server, redis_server, tmp_path, trace_pooling):
     sql_url = f"sqlite:///{tmp_path / 'pooled.db'}"
-    zs.create_sql_tables(sql_url)
+    zs.create_management_tables(sql_url)
     server = _pooled_server(jaeger_server, redis_server.url, sql_url, trace_pooling=trace_pooling)
     try:
         posts = []
@@ -428,7 +431,7 @@ def test_pooling_with_two_pools(jaeger_server, redis_server, tmp_path, trace_poo
                 queue.post([{"body": {"n": 1}, "ttl": 300}])
             posts.append(base)
     finally:
-        server.stop()
+        server.close()
     for base in posts:
         tree = trace_of(jaeger_server, base, 3)
         root = assert_one_connected_tree(tree)
@@ -449,7 +452,7 @@ def test_wsgi_application_under_forking_gunicorn_workers(jaeger_server, redis_se
     try:
         bases = [workload(server.url) for _ in range(3)]  # spread over both workers
     finally:
-        server.stop()  # SIGTERM: workers exit gracefully and flush
+        server.close()  # SIGTERM: workers exit gracefully and flush
     for base in bases:
         tree = trace_of(jaeger_server, base["post"], 3)
         root = assert_one_connected_tree(tree)

@@ -6,14 +6,14 @@ import sys
 import pytest
 
 from tests.subproc import ROOT, result_of
-from tests.zaqar_server import create_sql_tables
+from tests.zaqar_server import create_management_tables
 
 pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 
 
 def test_concurrency_soak(redis_server, tmp_path):
     sql = f"sqlite:///{tmp_path / 'soak.db'}"
-    create_sql_tables(sql)
+    create_management_tables(sql)
     proc = subprocess.run(
         [sys.executable, "-m", "tests.apps.soak", "--redis", redis_server.url, "--sql", sql,
          "--threads", "16", "--rounds", "5", "--per-round", "10"],

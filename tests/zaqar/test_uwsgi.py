@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 
 def test_uwsgi_workers_recycled_and_stopped_lose_no_span(jaeger_server, redis_server, tmp_path):
     sql = f"sqlite:///{tmp_path / 'uwsgi.db'}"
-    zs.create_sql_tables(sql)
+    zs.create_management_tables(sql)
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint,
         # spans leave only when a worker flushes on exit: recycling and shutdown
@@ -34,7 +34,7 @@ def test_uwsgi_workers_recycled_and_stopped_lose_no_span(jaeger_server, redis_se
             bases.append(base)
         server.wait_until_idle()
     finally:
-        server.stop()  # SIGTERM to the master (--die-on-term)
+        server.close()  # SIGTERM to the master (--die-on-term)
     for base in bases:
         tree = trace_of(jaeger_server, base, 3)
         root = assert_one_connected_tree(tree)

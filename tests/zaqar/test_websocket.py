@@ -8,35 +8,32 @@ from typing import Any
 
 import pytest
 import websocket  # websocket-client
-from osprofiler import profiler, web
+from osprofiler import web
 
 from tests import zaqar_server as zs
+from tests.waiting import assert_absent_after_control
 from tests.zaqar.test_server import CLIENT_ID, Tree, redis_sql_stores, tags, trace_of
-from zaqar_otel.bridge import ids
 
 pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 
 
 def _signed_headers(key: str) -> tuple[dict[str, str], str]:
-    profiler.clean()
-    p = profiler.init(key)
-    headers = web.get_trace_id_headers()
-    profiler.clean()
+    with zs.profiled(key) as base_id:
+        headers = web.get_trace_id_headers()
     # OSProfiler < 4.4 gives X-Trace-Info as bytes; a websocket message is JSON text
-    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in headers.items()}
-    return text, p.get_base_id()
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in headers.items()}, base_id
 
 
 @pytest.fixture(scope="module")
 def ws_zaqar(jaeger_server, redis_server, tmp_path_factory):
     sql = f"sqlite:///{tmp_path_factory.mktemp('ws') / 'zaqar.db'}"
-    zs.create_sql_tables(sql)
+    zs.create_management_tables(sql)
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": jaeger_server.otlp_http_endpoint}
     server = zs.ZaqarServer(
         redis_sql_stores(redis_server.url, sql), zs.PROFILER_ON, env, transport="websocket"
     ).start()
     yield server
-    server.stop()
+    server.close()
 
 
 def _send(conn: Any, action: str, body: dict[str, Any], extra: dict[str, str]) -> dict[str, Any]:
@@ -66,6 +63,10 @@ def test_signed_websocket_requests_are_traced(ws_zaqar, jaeger_server):
         assert unsigned["headers"]["status"] == 200
         wrong, wrong_base = _signed_headers("not-the-key")
         assert _send(conn, "message_list", {"queue_name": queue}, wrong)["headers"]["status"] == 200
+        signed, control = _signed_headers(zs.HMAC_KEY)  # traced, after the wrong one
+        assert (
+            _send(conn, "message_list", {"queue_name": queue}, signed)["headers"]["status"] == 200
+        )
     finally:
         conn.close()
 
@@ -95,7 +96,7 @@ def test_signed_websocket_requests_are_traced(ws_zaqar, jaeger_server):
     assert len(creates) == 2
     links = {(r["traceID"], r["spanID"]) for r in list_root["references"]}
     assert links == creates
-    assert jaeger_server.get_trace(ids.trace_hex(wrong_base)) is None
+    assert_absent_after_control(jaeger_server, control, [wrong_base])
     for tree in (post, created, listed):  # no body, no error, over websocket too
         assert marker not in json.dumps(tree.spans)
         assert not [s for s in tree.spans if tags(s).get("error") is True]

@@ -6,9 +6,11 @@ The data flow, one module per stage::
     OSProfiler notification (dict)
       -> spans.SpanBridge        pairs -start/-stop by id, parents, context attach
            attributes            info -> span name, kind, semantic-convention attributes
+           redact                what must not leave: credentials, claim ids, echoed values
            ids                   OSProfiler UUIDs -> OTel trace/span ids
       -> provider                the SDK TracerProvider (found or built), chosen ids
            gate                  DB spans only inside profiled requests, no literal values
+           conventions           the instrumentations' DB spans in today's conventions, names
            backends              [profiler] flags -> pymongo / redis / SQLAlchemy instrumentors
       -> export                  otel:// -> OTLP exporter, counted drops and failures
 

@@ -79,6 +79,6 @@ def normalize_trace_id(text: str) -> str:
     return format(number, "032x")
 
 
-def uuid_form(trace_hex_id: str) -> str:
+def uuid_form(trace_hex: str) -> str:
     """32 hex digits -> the OSProfiler UUID form."""
-    return str(uuid.UUID(hex=normalize_trace_id(trace_hex_id)))
+    return str(uuid.UUID(hex=normalize_trace_id(trace_hex)))

@@ -1,38 +1,36 @@
 """An in-process OTLP/HTTP (protobuf) trace receiver, and the OTLP request decoder.
 
-Used by the demo when there is no Jaeger to send spans to, and by the tests as a collector
-stand-in with fault switches::
+In: ``POST /v1/traces`` requests from any OTLP/HTTP exporter. Out: the spans, decoded into
+:class:`ReceivedSpan` records. The demo shows its trees from here while there is no Jaeger
+(yet)::
 
     from zaqar_otel.demo.receiver import OTLPReceiver
 
     with OTLPReceiver() as receiver:      # 127.0.0.1, a free port
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
         ...                               # something exports spans
-        for span in receiver.wait_for(3): # the first 3 spans, decoded
+        for span in receiver.spans():
             print(span.trace_id, span.name, span.kind_name)
 
 :func:`decode_export_request` turns one serialized ``ExportTraceServiceRequest`` into
 :class:`ReceivedSpan` records. Only OTLP/HTTP with protobuf bodies (optionally gzip or
-deflate) is accepted; JSON bodies get HTTP 415.
+deflate) is accepted; JSON bodies get HTTP 415. Subclasses see every request in
+:meth:`OTLPReceiver.handle` (the tests' receiver adds fault switches there).
 """
 
 from __future__ import annotations
 
 import gzip
 import threading
-import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "SPAN_KIND_NAMES",
     "STATUS_CODE_NAMES",
     "OTLPReceiver",
-    "ReceivedRequest",
     "ReceivedSpan",
     "decode_export_request",
 ]
@@ -86,16 +84,6 @@ class ReceivedSpan:
     @property
     def is_root(self) -> bool:
         return not self.parent_span_id
-
-
-@dataclass(frozen=True)
-class ReceivedRequest:
-    """One POST the receiver got (whatever it answered)."""
-
-    path: str
-    headers: dict[str, str]
-    status: int
-    span_count: int
 
 
 def _any_value(value: Any) -> Any:
@@ -154,6 +142,9 @@ def decode_export_request(body: bytes) -> list[ReceivedSpan]:
     return spans
 
 
+R = TypeVar("R", bound="OTLPReceiver")
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _ReceiverHTTPServer
     protocol_version = "HTTP/1.1"
@@ -171,18 +162,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        self._reply(404 if self.path != "/" else 200, b"OTLP receiver\n")
+        self._reply(*self.server.receiver.answer_get(self.path))
 
     def do_POST(self) -> None:
-        receiver = self.server.receiver
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, _ = receiver._handle(self.path, headers, body)
-        if status == 0:  # hung and released: drop the connection without an answer
+        status = self.server.receiver.handle(self.path, headers, body)
+        if status == 0:  # no answer: drop the connection
             self.close_connection = True
-            return
-        if status == 200:
+        elif status == 200:
             from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
                 ExportTraceServiceResponse,
             )
@@ -205,27 +194,20 @@ class _ReceiverHTTPServer(ThreadingHTTPServer):
 class OTLPReceiver:
     """In-process OTLP/HTTP trace receiver (protobuf, optionally gzip/deflate) on 127.0.0.1.
 
-    ``POST /v1/traces`` bodies are decoded into :class:`ReceivedSpan` records. Thread-safe.
-    Fault switches: :meth:`fail_with` (answer an HTTP error), :meth:`hang` (hold requests
-    without answering until :meth:`heal`/:meth:`stop`; then the connection is dropped),
-    each optionally for the next ``count`` requests only.
+    ``POST /v1/traces`` bodies are decoded into :class:`ReceivedSpan` records, kept in
+    arrival order (:meth:`spans`). Thread-safe: ``lock`` (a condition) guards them and is
+    notified whenever spans arrive.
     """
 
     def __init__(self, port: int = 0) -> None:
-        self._lock = threading.Condition()
+        self.lock = threading.Condition()
         self._spans: list[ReceivedSpan] = []
-        self._requests: list[ReceivedRequest] = []
-        self._fail_status: int | None = None
-        self._fail_count: int | None = None
-        self._hang_count: int | None = None
-        self._hanging = False
-        self._release = threading.Event()
         self._httpd = _ReceiverHTTPServer((LOCALHOST, port), self)
         self.port = int(self._httpd.server_address[1])
         self._thread: threading.Thread | None = None
 
     # -- lifecycle
-    def start(self) -> OTLPReceiver:
+    def start(self: R) -> R:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
@@ -237,22 +219,16 @@ class OTLPReceiver:
         return self
 
     def stop(self) -> None:
-        self.heal()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(5)
             self._thread = None
         self._httpd.server_close()
 
-    def __enter__(self) -> OTLPReceiver:
+    def __enter__(self: R) -> R:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # -- endpoints
@@ -268,109 +244,27 @@ class OTLPReceiver:
 
     # -- results
     def spans(self) -> list[ReceivedSpan]:
-        with self._lock:
+        with self.lock:
             return list(self._spans)
 
-    def requests(self) -> list[ReceivedRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def requests_received(self) -> int:
-        """All POSTs so far, including the ones answered with an error or hung."""
-        with self._lock:
-            return len(self._requests)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._spans.clear()
-            self._requests.clear()
-
-    def wait_for(
-        self,
-        predicate_or_count: int | Callable[[list[ReceivedSpan]], object],
-        timeout: float = 10.0,
-    ) -> list[ReceivedSpan]:
-        """Wait until ``count`` spans arrived or ``predicate(spans)`` is true; the spans."""
-        predicate: Callable[[list[ReceivedSpan]], object]
-        if isinstance(predicate_or_count, int):
-            count = predicate_or_count
-
-            def predicate(spans: list[ReceivedSpan]) -> object:
-                return len(spans) >= count
-
-            what = f"{count} span(s)"
-        else:
-            predicate = predicate_or_count
-            what = getattr(predicate, "__name__", "predicate")
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                spans = list(self._spans)
-                if predicate(spans):
-                    return spans
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"OTLPReceiver: {what} not satisfied after {timeout}s; got "
-                        f"{len(spans)} span(s) {[s.name for s in spans]} in "
-                        f"{len(self._requests)} request(s)"
-                    )
-                self._lock.wait(min(remaining, 0.5))
-
-    # -- fault switches
-    def fail_with(self, status: int = 503, count: int | None = None) -> None:
-        """Answer ``status`` (no spans kept) to every POST, or to the next ``count`` ones."""
-        with self._lock:
-            self._fail_status, self._fail_count = status, count
-
-    def hang(self, count: int | None = None) -> None:
-        """Hold POSTs without answering (all, or the next ``count``) until heal()/stop()."""
-        with self._lock:
-            self._release.clear()
-            self._hanging, self._hang_count = True, count
-
-    def heal(self) -> None:
-        """Back to normal: answer 200 again and release the hung requests."""
-        with self._lock:
-            self._fail_status = self._fail_count = None
-            self._hanging, self._hang_count = False, None
-            self._release.set()
-            self._lock.notify_all()
-
     # -- called by the handler threads
-    def _handle(
-        self, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, list[ReceivedSpan]]:
-        with self._lock:
-            hang = self._hanging
-            if hang and self._hang_count is not None:
-                self._hang_count -= 1
-                if self._hang_count <= 0:
-                    self._hanging = False
-            fail = None if hang else self._fail_status
-            if fail is not None and self._fail_count is not None:
-                self._fail_count -= 1
-                if self._fail_count <= 0:
-                    self._fail_status = self._fail_count = None
-        status, spans = 200, list[ReceivedSpan]()
-        if hang:
-            self._release.wait(120)
-            status = 0
-        elif fail is not None:
-            status = fail
-        elif path.split("?")[0] != "/v1/traces":
-            status = 404
-        else:
-            status, spans = self._decode(headers, body)
-        with self._lock:
-            self._requests.append(ReceivedRequest(path, headers, status, len(spans)))
+    def answer_get(self, path: str) -> tuple[int, bytes]:
+        """A GET's status and body."""
+        return (200, b"OTLP receiver\n") if path == "/" else (404, b"")
+
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        """Decode and keep one POST's spans; the HTTP status to answer (0: none)."""
+        status, spans = self.decode(path, headers, body)
+        with self.lock:
             self._spans.extend(spans)
-            self._lock.notify_all()
-        return status, spans
+            self.lock.notify_all()
+        return status
 
     @staticmethod
-    def _decode(headers: dict[str, str], body: bytes) -> tuple[int, list[ReceivedSpan]]:
+    def decode(path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[ReceivedSpan]]:
+        """(HTTP status, spans) for one POST: 404 off /v1/traces, 415 not protobuf, 400 bad."""
+        if path.split("?")[0] != "/v1/traces":
+            return 404, []
         ctype = headers.get("content-type", "application/x-protobuf").split(";")[0].strip()
         if ctype not in ("application/x-protobuf", "application/protobuf"):
             return 415, []
@@ -385,3 +279,48 @@ class OTLPReceiver:
             return 200, decode_export_request(body)
         except Exception:
             return 400, []
+
+
+class RelayReceiver(OTLPReceiver):
+    """An :class:`OTLPReceiver` that keeps the requests it answered 200 and, from
+    :meth:`relay_to` on, sends them (and every later one) to another OTLP/HTTP receiver:
+    the demo's traces go into Jaeger once Jaeger is there."""
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(port)
+        self._kept: list[tuple[dict[str, str], bytes]] = []
+        self._target: str | None = None
+
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        status = super().handle(path, headers, body)
+        if status == 200:
+            with self.lock:
+                target = self._target
+                if target is None:
+                    self._kept.append((headers, body))
+            if target is not None:
+                _post(target, headers, body)
+        return status
+
+    def relay_to(self, traces_url: str) -> int:
+        """Send what was received so far to ``traces_url``, and what comes later as it comes;
+        how many of the requests so far it accepted."""
+        with self.lock:
+            self._target, kept, self._kept = traces_url, self._kept, []
+        return sum(_post(traces_url, headers, body) for headers, body in kept)
+
+
+def _post(url: str, headers: dict[str, str], body: bytes) -> bool:
+    """POST one OTLP request as it came (content type and encoding kept); True if accepted."""
+    import urllib.request
+
+    keep = ("content-type", "content-encoding")
+    request = urllib.request.Request(url, data=body, method="POST")
+    for name in keep:
+        if name in headers:
+            request.add_header(name, headers[name])
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status) == 200
+    except OSError:
+        return False

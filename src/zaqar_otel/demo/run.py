@@ -9,8 +9,10 @@
 then makes five profiled python-zaqarclient calls (create queue, post, list, claim, delete),
 prints each trace as a tree with its Jaeger query URL, and stops what it started (also on
 Ctrl-C). Without Jaeger (no binary and no Go toolchain to build it, or ``--no-jaeger``) it
-says what is missing and shows the traces from an in-process OTLP receiver instead. Without
-``redis-server`` it says what to install and exits 1.
+says what is missing and shows the traces from an in-process OTLP receiver instead. When it
+can build Jaeger (``--build-script``, Go installed) it starts the build in the background,
+shows the trees from the receiver meanwhile, then waits for the build and sends the same
+traces into the new Jaeger. Without ``redis-server`` it says what to install and exits 1.
 
 Options::
 
@@ -18,6 +20,7 @@ Options::
     python -m zaqar_otel.demo --keep          # leave the servers up until Ctrl-C
     python -m zaqar_otel.demo --no-jaeger     # the in-process receiver instead of Jaeger
     python -m zaqar_otel.demo --build-script .ci/build-go-tools   # build Jaeger if missing
+                                              # (in the background: the trees come first)
     python -m zaqar_otel.demo --zaqar http://zaqar:8888 --jaeger http://jaeger:16686 \\
         --key SECRET                          # only the workload, against running servers
 """
@@ -29,19 +32,19 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from zaqar_otel.demo import stack as ds
-from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan
+from zaqar_otel.demo import process, stack
+from zaqar_otel.demo.build import GO_MINIMUM, BackgroundBuild
+from zaqar_otel.demo.receiver import OTLPReceiver, ReceivedSpan, RelayReceiver
+from zaqar_otel.lookup.client import profiled, zaqar_client
 from zaqar_otel.lookup.jaeger import JaegerError, JaegerQuery, SpanRecord, render_tree, trace_url
 
 DEFAULT_KEY = "zaqar-otel-demo"
@@ -74,68 +77,40 @@ def say(message: str, out: TextIO | None = None) -> None:
 # --------------------------------------------------------------------------- Jaeger binary
 
 
-def build_jaeger(script: Path, heartbeat: float = 15.0) -> bool:
-    """Run ``script jaeger`` (``.ci/build-go-tools``), its output shown as it comes, with an
-    elapsed-time line every ``heartbeat`` seconds while the Go build is silent. True if it
-    succeeded."""
-    env = dict(os.environ)
-    go = ds.find_go()
-    if go and str(Path(go).parent) not in env.get("PATH", "").split(":"):
-        env["PATH"] = f"{Path(go).parent}:{env.get('PATH', '')}"
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [str(script), "jaeger"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        text=True,
-    )
-    done = threading.Event()
+@dataclass
+class JaegerChoice:
+    """The Jaeger binary, or why there is none (and the build that makes it, if one runs)."""
 
-    def tick() -> None:
-        while not done.wait(heartbeat):
-            say(f"    ... still building Jaeger ({time.monotonic() - started:.0f}s)")
-
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip()
-            if line and not line.startswith("/"):  # the last line is the bin dir
-                print(f"    {line}", flush=True)
-        code = proc.wait()
-    finally:
-        done.set()
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-    return code == 0
+    binary: str | None
+    why_not: str = ""
+    build: BackgroundBuild | None = None
 
 
-def locate_jaeger(no_jaeger: bool, build_script: Path | None) -> tuple[str | None, str]:
-    """(the Jaeger binary or None, why there is none)."""
+def locate_jaeger(no_jaeger: bool, build_script: Path | None) -> JaegerChoice:
+    """The Jaeger binary if it is there; else the reason, and a background build of it
+    when ``build_script`` is given and Go is installed."""
     if no_jaeger:
-        return None, "Jaeger switched off (--no-jaeger)"
+        return JaegerChoice(None, "Jaeger switched off (--no-jaeger)")
     try:
-        return ds.find_jaeger(), ""
-    except ds.Missing as missing:
+        return JaegerChoice(process.find_binary("jaeger", hint=stack.JAEGER_HINT, what="Jaeger v2"))
+    except process.Missing as missing:
         reason = str(missing)
     if build_script is None:
-        return None, reason
-    if ds.find_go() is None:
-        return None, (
-            f"Jaeger v2 is not in {ds.tools_dir()} and the Go toolchain (go >= 1.24) to build "
-            "it is missing: install Go, then run .ci/build-go-tools jaeger"
+        return JaegerChoice(None, reason)
+    if process.find_go() is None:
+        return JaegerChoice(
+            None,
+            f"Jaeger v2 is not in {process.tools_dir()} and the Go toolchain (go >= "
+            f"{GO_MINIMUM}) to build it is missing: install Go, then run .ci/build-go-tools "
+            "jaeger",
         )
-    say(f"building Jaeger v2 once into {ds.tools_dir()} (several minutes the first time)")
-    if not build_jaeger(build_script):
-        return None, "building Jaeger v2 failed (see the lines above)"
-    try:
-        return ds.find_jaeger(), ""
-    except ds.Missing as missing:
-        return None, str(missing)
+    build = BackgroundBuild(build_script, "jaeger").start()
+    return JaegerChoice(
+        None,
+        f"Jaeger v2 is not built yet: building it in the background "
+        f"(several minutes the first time; log {build.log_path})",
+        build,
+    )
 
 
 # --------------------------------------------------------------------------- workload
@@ -154,30 +129,9 @@ class Call:
         return uuid.UUID(self.base_id).hex
 
 
-def zaqar_client(url: str, project: str = "demo-project") -> Any:
-    """python-zaqarclient v2 without auth (Zaqar runs with ``auth_strategy =``)."""
-    from zaqarclient.queues.v2 import client
-
-    conf = {"auth_opts": {"backend": "noauth", "options": {"os_project_id": project}}}
-    return client.Client(url, version=2, conf=conf)
-
-
-@contextlib.contextmanager
-def profiled(key: str) -> Iterator[str]:
-    """OSProfiler on in this thread for the calls inside; yields the trace's base id."""
-    from osprofiler import profiler
-
-    profiler.clean()
-    prof = profiler.init(key)
-    try:
-        yield prof.get_base_id()
-    finally:
-        profiler.clean()
-
-
 def run_workload(url: str, key: str) -> tuple[str, list[Call]]:
     """Create a fresh queue, post 3, list, claim 2, delete one: (queue name, the 5 calls)."""
-    cli = zaqar_client(url)
+    cli = zaqar_client(url, "demo-project")
     name = f"demo-{uuid.uuid4().hex[:8]}"
     bases: list[str] = []
     with profiled(key) as base:
@@ -356,7 +310,7 @@ def against_running(args: argparse.Namespace, out: TextIO) -> int:
     if found < len(calls):
         say(
             f"{len(calls) - found} trace(s) did not reach {args.jaeger}: is the [profiler] "
-            "hmac_keys the same as --key, and is the collector up? (README: Troubleshooting)",
+            "hmac_keys the same as --key, and is the collector up? (docs/troubleshooting.md)",
             out,
         )
         return 1
@@ -365,60 +319,118 @@ def against_running(args: argparse.Namespace, out: TextIO) -> int:
 
 def run_local(args: argparse.Namespace, out: TextIO) -> int:
     """The whole demo on 127.0.0.1: start, workload, trees, stop."""
-    redis_bin = ds.find_redis()  # Missing -> exit 1 with the apt-get line
-    jaeger_bin, why_not = locate_jaeger(args.no_jaeger, args.build_script)
+    stack.find_redis()  # Missing -> exit 1 with the apt-get line, before anything starts
+    jaeger = locate_jaeger(args.no_jaeger, args.build_script)
     workdir = Path(tempfile.mkdtemp(prefix="zaqar-otel-demo-"))
-    key = args.key
-    with contextlib.ExitStack() as cleanup, ds.Stack(workdir) as stack:
+    with contextlib.ExitStack() as servers:  # stopped in reverse order, whatever happens
         say(f"work directory {workdir} (configs and server logs)", out)
-        redis = stack.start(ds.redis_server(redis_bin, workdir))
+        redis = servers.enter_context(stack.RedisServer(workdir=workdir))
         say(f"Redis (message store) at {redis.url}", out)
-        sql_url = ds.create_sqlite_store(workdir / "zaqar.db")
+        sql_url = stack.create_management_tables(f"sqlite:///{workdir / 'zaqar.db'}")
         say(f"SQLite (management store) at {sql_url}", out)
 
         fetch: SpanFetcher
         query_base: str | None = None
-        if jaeger_bin:
-            ports = ds.JaegerPorts.pick()
-            say(f"starting Jaeger v2 ({jaeger_bin})", out)
-            jaeger = stack.start(ds.jaeger_server(jaeger_bin, workdir, ports))
-            query_base = jaeger.url
-            otlp = f"http://{ds.LOCALHOST}:{ports.otlp_http}"
-            say(
-                f"Jaeger: query API {query_base}, OTLP gRPC {ds.LOCALHOST}:{ports.otlp_grpc}, "
-                f"OTLP HTTP {otlp}",
-                out,
-            )
+        receiver: RelayReceiver | None = None
+        if jaeger.binary:
+            say(f"starting Jaeger v2 ({jaeger.binary})", out)
+            query_base, otlp = start_jaeger(servers, workdir, out)
             fetch = jaeger_fetcher(JaegerQuery(query_base))
         else:
-            say(f"missing: {why_not}", out)
-            receiver = cleanup.enter_context(OTLPReceiver())
+            say(f"missing: {jaeger.why_not}", out)
+            receiver = servers.enter_context(RelayReceiver())
             otlp = receiver.endpoint
             say(f"showing the traces from an in-process OTLP receiver at {otlp} instead", out)
             fetch = receiver_fetcher(receiver)
 
-        port = ds.pick_port(8888)
-        conf = workdir / "zaqar.conf"
-        conf.write_text(ds.zaqar_conf(port, redis.url, sql_url, key))
-        say(f"starting zaqar-otel-server on port {port} ([profiler] in {conf})", out)
-        zaqar = stack.start(ds.zaqar_server(conf, port, otlp))
-        say(f"Zaqar at {zaqar.url}", out)
+        zaqar = servers.enter_context(zaqar_server(workdir, redis.url, sql_url, otlp, args.key))
+        say(f"Zaqar at {zaqar.url} ([profiler] in {zaqar.conf_path})", out)
 
-        queue, calls = run_workload(zaqar.url, key)
+        queue, calls = run_workload(zaqar.url, args.key)
         say(f"workload on queue {queue}: {len(calls)} profiled calls; the traces:", out)
         found = print_traces(calls, fetch, out, api_base=query_base, wait=args.wait)
         if query_base:
             out.write(f"\n{UI_NOTE}\n")
         if found < len(calls):
             raise DemoError(f"only {found} of {len(calls)} traces arrived; logs in {workdir}")
+        if jaeger.build is not None and receiver is not None:
+            show_in_jaeger_once_built(jaeger.build, receiver, servers, workdir, calls, out)
         if args.keep:
             say("servers kept running (--keep); press Ctrl-C to stop them", out)
             with contextlib.suppress(KeyboardInterrupt):
-                while all(s.running for s in stack.servers):
+                while redis.running and zaqar.running:
                     time.sleep(0.5)
         say("stopping the servers", out)
     shutil.rmtree(workdir, ignore_errors=True)  # kept when something failed: it has the logs
     return 0
+
+
+def start_jaeger(
+    servers: contextlib.ExitStack[bool | None], workdir: Path, out: TextIO
+) -> tuple[str, str]:
+    """Jaeger v2 on its usual ports where free: (query API URL, OTLP/HTTP endpoint)."""
+    ports = stack.JaegerPorts.usual()
+    jaeger = servers.enter_context(stack.JaegerServer(jaeger_ports=ports, workdir=workdir))
+    say(
+        f"Jaeger: query API {jaeger.url}, OTLP gRPC {jaeger.otlp_grpc_endpoint}, "
+        f"OTLP HTTP {jaeger.otlp_http_endpoint}",
+        out,
+    )
+    return jaeger.url, jaeger.otlp_http_endpoint
+
+
+def zaqar_server(
+    workdir: Path, redis_url: str, sql_url: str, otlp: str, key: str
+) -> stack.ZaqarServer:
+    """``zaqar-otel-server`` on port 8888 if free: every trace flag on, OTLP/HTTP to ``otlp``."""
+    otel_env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "zaqar",
+    }
+    stores = stack.redis_sql_stores(redis_url, sql_url)
+    options = stack.profiler_options(key)
+    port = process.pick_port(8888)
+    return stack.ZaqarServer(stores, options, otel_env, port=port, workdir=workdir)
+
+
+def show_in_jaeger_once_built(
+    build: BackgroundBuild,
+    receiver: RelayReceiver,
+    servers: contextlib.ExitStack[bool | None],
+    workdir: Path,
+    calls: Sequence[Call],
+    out: TextIO,
+) -> None:
+    """Wait for the background build of Jaeger, start it, send it the traces shown above
+    (and what comes later), and print where Jaeger has them. Ctrl-C stops waiting only."""
+    say(
+        "the same traces in Jaeger: waiting for its build to finish (Ctrl-C stops waiting; "
+        "the build goes on, and the next `nox -s demo` starts Jaeger at once)",
+        out,
+    )
+    try:
+        built = build.wait(lambda line: say(line, out))
+    except KeyboardInterrupt:
+        say(
+            f"stopped waiting; Jaeger goes on building in the background (log {build.log_path})",
+            out,
+        )
+        return
+    if not built:
+        say(f"building Jaeger v2 failed; its log: {build.log_path}", out)
+        return
+    say(f"Jaeger v2 built in {time.monotonic() - build.started:.0f}s; starting it", out)
+    query_base, otlp = start_jaeger(servers, workdir, out)
+    receiver.relay_to(f"{otlp}/v1/traces")
+    fetch = jaeger_fetcher(JaegerQuery(query_base))
+    deadline = time.monotonic() + 30
+    for index, call in enumerate(calls, 1):
+        spans = settled_spans(fetch, call.trace_hex, deadline)
+        out.write(f"[{index}/{len(calls)}] {call.label}: {len(spans)} spans in Jaeger\n")
+        out.write(f"    {query_base}/api/traces/{call.trace_hex}\n")
+    out.write(f"\n{UI_NOTE}\n")
+    out.flush()
 
 
 def _sigterm(signum: int, frame: object) -> None:
@@ -440,7 +452,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ds.Missing, ds.StartFailed, DemoError) as error:
+    except (process.Missing, process.StartFailed, DemoError) as error:
         say(f"error: {error}", stream)
         return 1
     except Exception as error:  # a server answering badly, a client error: one line

@@ -1,106 +1,52 @@
-"""The local servers of the demo: Redis, Jaeger v2 and ``zaqar-otel-server``, on 127.0.0.1.
+"""The servers of the demo: Redis, Jaeger v2 and Zaqar with the bridge, on 127.0.0.1.
 
-Each server is one subprocess with its log in a work directory; :class:`Stack` starts them
-in order and stops everything it started, in reverse order, whatever happened::
+In: the programs (``redis-server``, the ``jaeger`` that ``.ci/build-go-tools`` builds,
+``zaqar-otel-server``) and a few choices (stores, ``[profiler]`` flags, ``OTEL_*``).
+Out: running servers with their URLs. Each is a :class:`~.process.ServerProcess` (a
+context manager: started on entry, stopped on exit), which the test suite
+(``tests/servers.py``) and the benchmarks use too::
 
-    with Stack(Path(tempfile.mkdtemp())) as stack:
-        redis = stack.start(redis_server(find_redis(), stack.workdir))
-        print(redis.url)                     # redis://127.0.0.1:PORT
-
-Missing programs raise :class:`Missing` with a one-line explanation of how to get them;
-a server that does not come up raises :class:`StartFailed` with the tail of its log.
-This module is for the demo; the test suite has its own, more thorough harness
-(``tests/servers.py``).
+    with RedisServer() as redis, ZaqarServer(redis_sql_stores(redis.url, sql_url),
+                                             profiler_options("SECRET")) as zaqar:
+        print(zaqar.url)                    # http://127.0.0.1:PORT
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-LOCALHOST = "127.0.0.1"
+from zaqar_otel.demo.process import (
+    LOCALHOST,
+    Missing,
+    ServerProcess,
+    find_binary,
+    http_get,
+    pick_port,
+    port_open,
+)
+
 REDIS_HINT = "install it with: apt-get install -y redis-server"
 JAEGER_HINT = "build it once with: .ci/build-go-tools jaeger (needs the Go toolchain)"
+TRACE_FLAGS = (
+    "trace_wsgi_transport",
+    "trace_message_store",
+    "trace_management_store",
+    "trace_redis",
+    "trace_mongodb",
+    "trace_sqlalchemy",
+    "trace_pooling",
+)
 
 
-class Missing(RuntimeError):
-    """A program the demo needs is not installed; the message says how to get it."""
-
-
-class StartFailed(RuntimeError):
-    """A server exited or did not answer in time; the message has its log tail."""
-
-
-# --------------------------------------------------------------------------- ports, binaries
-
-
-def port_free(port: int) -> bool:
-    """True if nothing listens on 127.0.0.1:``port`` and we may bind it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # as the servers do: connections of an earlier run in TIME_WAIT do not count
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOCALHOST, port))
-        except OSError:
-            return False
-    return not port_open(port)
-
-
-def port_open(port: int, timeout: float = 0.5) -> bool:
-    """True if something accepts TCP connections on 127.0.0.1:``port``."""
-    try:
-        with socket.create_connection((LOCALHOST, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-_handed_out: set[int] = set()
-
-
-def pick_port(preferred: int | None = None) -> int:
-    """``preferred`` if it is free, else a random free port (never the same one twice)."""
-    if preferred is not None and preferred not in _handed_out and port_free(preferred):
-        _handed_out.add(preferred)
-        return preferred
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOCALHOST, 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-
-
-def tools_dir() -> Path:
-    """Where ``.ci/build-go-tools`` puts the Go servers: ``$ZAQAR_OTEL_TOOLS`` or the cache."""
-    env = os.environ.get("ZAQAR_OTEL_TOOLS", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "zaqar-otel" / "bin"
-
-
-def find_jaeger() -> str:
-    """The Jaeger v2 binary: in :func:`tools_dir`, else on ``PATH``; :class:`Missing` if none."""
-    candidate = tools_dir() / "jaeger"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    found = shutil.which("jaeger")
-    if found:
-        return found
-    raise Missing(f"Jaeger v2 is not in {tools_dir()} nor on PATH; {JAEGER_HINT}")
+# --------------------------------------------------------------------------- Redis
 
 
 def find_redis() -> str:
@@ -111,169 +57,76 @@ def find_redis() -> str:
     return found
 
 
-def find_go() -> str | None:
-    """The Go toolchain: on ``PATH`` or in ``/usr/local/go/bin``; None if absent."""
-    return shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+class RedisServer(ServerProcess):
+    """``redis-server`` without persistence; ``url`` is ``redis://127.0.0.1:PORT``.
 
+    ``port`` fixes the port; without it a free one is picked (again after a port race).
+    """
 
-def http_status(url: str, timeout: float = 1.0) -> int:
-    """Status of GET ``url``; 0 if there was no HTTP answer."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as err:
-        return int(err.code)
-    except OSError:
-        return 0
+    name = "redis"
 
-
-# --------------------------------------------------------------------------- one server
-
-
-@dataclass
-class Server:
-    """One server process: what to run, and how to tell that it is ready."""
-
-    name: str
-    command: list[str]
-    ready: Callable[[], bool]
-    log_path: Path
-    url: str = ""
-    env: Mapping[str, str] | None = None
-    stop_signal: int = signal.SIGTERM
-    startup_timeout: float = 60.0
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> Server:
-        """Run the command (its own session: a Ctrl-C reaches us, not it) and wait."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=None if self.env is None else dict(self.env),
-                cwd=self.log_path.parent,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                raise StartFailed(f"{self.name} exited with code {code}:\n{self.log_tail()}")
-            with contextlib.suppress(Exception):
-                if self.ready():
-                    return self
-            if time.monotonic() > deadline:
-                raise StartFailed(
-                    f"{self.name} not ready after {self.startup_timeout:.0f}s:\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
+    def __init__(
+        self, *, port: int | None = None, startup_timeout: float = 30.0, workdir: Path | None = None
+    ) -> None:
+        self.binary = find_redis()  # before the directory: a missing one leaves nothing behind
+        super().__init__(port=port, startup_timeout=startup_timeout, workdir=workdir)
 
     @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    def url(self) -> str:
+        return f"redis://{LOCALHOST}:{self.port}"
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Signal it, wait; SIGKILL its process group after ``timeout``. Idempotent."""
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(self.stop_signal)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    def _command(self) -> list[str]:
+        return [
+            self.binary, "--port", str(self.port), "--bind", LOCALHOST, "--save", "",
+            "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
 
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+    def _is_ready(self) -> bool:
+        import socket
 
-
-class Stack:
-    """Servers started in order and stopped in reverse order on exit (also on Ctrl-C)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.servers: list[Server] = []
-
-    def start(self, server: Server) -> Server:
-        self.servers.append(server)
-        return server.start()
-
-    def stop(self) -> None:
-        while self.servers:
-            self.servers.pop().stop()
-
-    def __enter__(self) -> Stack:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-# --------------------------------------------------------------------------- the servers
-
-
-def redis_server(binary: str, workdir: Path) -> Server:
-    """``redis-server`` on a free port, no persistence."""
-    port = pick_port(None)
-
-    def ready() -> bool:
-        with socket.create_connection((LOCALHOST, port), timeout=1) as sock:
+        with socket.create_connection((LOCALHOST, self.port), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
 
-    command = [
-        binary, "--port", str(port), "--bind", LOCALHOST, "--save", "", "--appendonly", "no",
-        "--dir", str(workdir), "--daemonize", "no", "--logfile", "",
-    ]  # fmt: skip
-    return Server("redis", command, ready, workdir / "redis.log", url=f"redis://{LOCALHOST}:{port}")
+
+# --------------------------------------------------------------------------- Jaeger v2
 
 
 @dataclass(frozen=True)
 class JaegerPorts:
-    """The ports of a Jaeger v2 all-in-one (query/UI, OTLP, health)."""
+    """The ports of a Jaeger v2 all-in-one (query API/UI, OTLP, health)."""
 
     query_http: int
     query_grpc: int
     otlp_grpc: int
     otlp_http: int
     health: int
-    health_grpc: int = 0
+    health_grpc: int
 
     @classmethod
-    def pick(cls) -> JaegerPorts:
+    def usual(cls) -> JaegerPorts:
         """The usual ports (16686, 16685, 4317, 4318) where free, random ones elsewhere."""
         return cls(
-            pick_port(16686), pick_port(16685), pick_port(4317), pick_port(4318), pick_port()
-        )
+            pick_port(16686), pick_port(16685), pick_port(4317), pick_port(4318), pick_port(),
+            pick_port(),
+        )  # fmt: skip
+
+    @classmethod
+    def random(cls) -> JaegerPorts:
+        return cls(*(pick_port() for _ in dataclasses.fields(cls)))
 
 
 def jaeger_config(ports: JaegerPorts, max_traces: int = 10_000) -> dict[str, Any]:
     """Jaeger v2 all-in-one: OTLP in, memory store, query API (a collector configuration).
 
-    Every port is explicit (``health_grpc`` too, when set: its default, 13132,
-    would collide between two instances); no Prometheus listener on :8888.
+    Every port is explicit (the health gRPC one too: its default, 13132, would collide
+    between two instances); no Prometheus listener on :8888.
     """
 
     def ep(port: int) -> dict[str, str]:
         return {"endpoint": f"{LOCALHOST}:{port}"}
 
-    health: dict[str, Any] = {"use_v2": True, "http": ep(ports.health)}
-    if ports.health_grpc:
-        health["grpc"] = ep(ports.health_grpc)
     return {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
@@ -298,7 +151,11 @@ def jaeger_config(ports: JaegerPorts, max_traces: int = 10_000) -> dict[str, Any
                 "http": ep(ports.query_http),
                 "grpc": ep(ports.query_grpc),
             },
-            "healthcheckv2": health,
+            "healthcheckv2": {
+                "use_v2": True,
+                "http": ep(ports.health),
+                "grpc": ep(ports.health_grpc),
+            },
         },
         "receivers": {
             "otlp": {"protocols": {"grpc": ep(ports.otlp_grpc), "http": ep(ports.otlp_http)}}
@@ -309,58 +166,105 @@ def jaeger_config(ports: JaegerPorts, max_traces: int = 10_000) -> dict[str, Any
     }
 
 
-def jaeger_server(binary: str, workdir: Path, ports: JaegerPorts) -> Server:
-    """Jaeger v2 with :func:`jaeger_config`; ``url`` is the query API base URL."""
-    config = workdir / "jaeger.yaml"
-    config.write_text(json.dumps(jaeger_config(ports), indent=2) + "\n")  # JSON is YAML
-    query = f"http://{LOCALHOST}:{ports.query_http}"
+class JaegerServer(ServerProcess):
+    """Jaeger v2 (an OpenTelemetry Collector distribution) with memory storage.
 
-    def ready() -> bool:
+    Receives OTLP over gRPC and HTTP, serves the query API (``url``). The ports are chosen
+    once (``jaeger_ports``, random by default), so ``stop()`` + ``start()`` brings it back
+    on the same endpoints with an empty store.
+    """
+
+    name = "jaeger"
+
+    def __init__(
+        self,
+        *,
+        jaeger_ports: JaegerPorts | None = None,
+        max_traces: int = 10_000,
+        startup_timeout: float = 60.0,
+        workdir: Path | None = None,
+    ) -> None:
+        self.binary = find_binary("jaeger", hint=JAEGER_HINT, what="Jaeger v2")
+        super().__init__(startup_timeout=startup_timeout, workdir=workdir)
+        self.jaeger_ports = jaeger_ports or JaegerPorts.random()
+        self.max_traces = max_traces
+        self.config_path = self.workdir / "jaeger.yaml"
+
+    @property
+    def otlp_http_endpoint(self) -> str:
+        """Base URL for OTLP/HTTP (``OTEL_EXPORTER_OTLP_ENDPOINT``; exporters add /v1/traces)."""
+        return f"http://{LOCALHOST}:{self.jaeger_ports.otlp_http}"
+
+    @property
+    def otlp_grpc_endpoint(self) -> str:
+        """host:port for OTLP/gRPC (insecure)."""
+        return f"{LOCALHOST}:{self.jaeger_ports.otlp_grpc}"
+
+    @property
+    def url(self) -> str:
+        """The query API (and UI) base URL."""
+        return f"http://{LOCALHOST}:{self.jaeger_ports.query_http}"
+
+    query_url = url
+
+    def _ports(self) -> list[int]:
+        return list(dataclasses.astuple(self.jaeger_ports))
+
+    def _new_ports(self) -> bool:
+        self.jaeger_ports = JaegerPorts.random()
+        self._prepare()  # the configuration names the ports
+        return True
+
+    def _prepare(self) -> None:
+        config = jaeger_config(self.jaeger_ports, self.max_traces)
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
+
+    def _command(self) -> list[str]:
+        return [self.binary, "--config", str(self.config_path)]
+
+    def _is_ready(self) -> bool:
+        health = f"http://{LOCALHOST}:{self.jaeger_ports.health}/status"
         return (
-            http_status(f"http://{LOCALHOST}:{ports.health}/status") == 200
-            and port_open(ports.otlp_http)
-            and port_open(ports.otlp_grpc)
-            and http_status(f"{query}/api/services") == 200
+            http_get(health, timeout=1)[0] == 200
+            and port_open(self.jaeger_ports.otlp_http)
+            and port_open(self.jaeger_ports.otlp_grpc)
+            and http_get(f"{self.url}/api/services", timeout=1)[0] == 200
         )
 
-    return Server(
-        "jaeger", [binary, "--config", str(config)], ready, workdir / "jaeger.log", url=query
-    )
+
+# --------------------------------------------------------------------------- Zaqar
 
 
-def create_sqlite_store(path: Path) -> str:
-    """A SQLite file with Zaqar's management tables; its SQLAlchemy URL."""
+def profiler_options(hmac_key: str, **overrides: str) -> dict[str, str]:
+    """``[profiler]`` with ``otel://``, this key and every trace flag on; then ``overrides``."""
+    options = {"enabled": "true", "hmac_keys": hmac_key, "connection_string": "otel://"}
+    options.update(dict.fromkeys(TRACE_FLAGS, "true"))
+    options.update(overrides)
+    return options
+
+
+def redis_sql_stores(redis_url: str, sql_url: str) -> dict[str, dict[str, str]]:
+    """zaqar.conf sections: Redis for messages, SQLAlchemy (``sql_url``) for management."""
+    return {
+        "drivers": {"message_store": "redis", "management_store": "sqlalchemy"},
+        "drivers:message_store:redis": {"uri": f"{redis_url}?socket_timeout=5"},
+        "drivers:management_store:sqlalchemy": {"uri": sql_url},
+    }
+
+
+def create_management_tables(sql_url: str) -> str:
+    """Zaqar's management tables in the database at ``sql_url`` (SQLAlchemy); the URL."""
     import sqlalchemy as sa
     from zaqar.storage.sqlalchemy import tables
 
-    url = f"sqlite:///{path}"
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(sql_url)
     tables.metadata.create_all(engine)
     engine.dispose()
-    return url
+    return sql_url
 
 
-def zaqar_conf(port: int, redis_url: str, sql_url: str, hmac_key: str) -> str:
-    """zaqar.conf: Redis messages, SQL management store, no auth, every trace flag on."""
-    sections = {
-        "DEFAULT": {"auth_strategy": "", "unreliable": "true", "debug": "false"},
-        "drivers": {"message_store": "redis", "management_store": "sqlalchemy"},
-        "drivers:transport:wsgi": {"bind": LOCALHOST, "port": str(port)},
-        "drivers:message_store:redis": {"uri": f"{redis_url}?socket_timeout=5"},
-        "drivers:management_store:sqlalchemy": {"uri": sql_url},
-        "profiler": {
-            "enabled": "true",
-            "hmac_keys": hmac_key,
-            "connection_string": "otel://",
-            "trace_wsgi_transport": "true",
-            "trace_message_store": "true",
-            "trace_management_store": "true",
-            "trace_redis": "true",
-            "trace_mongodb": "true",
-            "trace_sqlalchemy": "true",
-            "trace_pooling": "true",
-        },
-    }
+def render_ini(sections: Mapping[str, Mapping[str, str]]) -> str:
+    """An oslo.config file from ``{section: {option: value}}``."""
     lines: list[str] = []
     for name, values in sections.items():
         lines.append(f"[{name}]")
@@ -369,25 +273,81 @@ def zaqar_conf(port: int, redis_url: str, sql_url: str, hmac_key: str) -> str:
     return "\n".join(lines)
 
 
-def zaqar_server(conf_path: Path, port: int, otlp_http_endpoint: str) -> Server:
-    """``zaqar-otel-server`` exporting OTLP/HTTP to ``otlp_http_endpoint``."""
+def zaqar_conf(
+    port: int,
+    stores: Mapping[str, Mapping[str, str]],
+    profiler: Mapping[str, str],
+    transport: str = "wsgi",
+) -> str:
+    """zaqar.conf: no auth, ``transport`` on 127.0.0.1:``port``, these stores and profiler."""
+    sections: dict[str, dict[str, str]] = {
+        "DEFAULT": {"auth_strategy": "", "unreliable": "true", "debug": "false"},
+        f"drivers:transport:{transport}": {"bind": LOCALHOST, "port": str(port)},
+        "profiler": dict(profiler),
+    }
+    for name, values in stores.items():
+        sections.setdefault(name, {}).update(values)
+    sections.setdefault("drivers", {})["transport"] = transport
+    return render_ini(sections)
+
+
+def without_otel_env(**extra: str) -> dict[str, str]:
+    """This process's environment without ``OTEL_*``, a 200 ms batch delay, then ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_http_endpoint,
-        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
-        OTEL_SERVICE_NAME="zaqar",
-        OTEL_BSP_SCHEDULE_DELAY="200",
-    )
-    launcher = Path(sys.executable).parent / "zaqar-otel-server"
-    command = [str(launcher), "--config-file", str(conf_path)]
-    if not launcher.exists():  # not installed as a script: run the entry point by module
-        command = [sys.executable, "-c", "from zaqar_otel.zaqar.server import main; main()"]
-        command += ["--config-file", str(conf_path)]
-    return Server(
-        "zaqar",
-        command,
-        lambda: port_open(port),
-        conf_path.parent / "zaqar.log",
-        url=f"http://{LOCALHOST}:{port}",
-        env=env,
-    )
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"
+    env.update(extra)
+    return env
+
+
+class ZaqarServer(ServerProcess):
+    """``zaqar-otel-server`` with a generated zaqar.conf (``conf_path``); ``url`` its API.
+
+    ``otel_env`` are the ``OTEL_*`` variables it gets (none of this process's own).
+    Subclasses may run it otherwise by overriding ``_command`` (a WSGI container...).
+    """
+
+    name = "zaqar"
+    stop_timeout = 60.0  # workers flush their spans on the way out (OTEL_EXPORTER_OTLP_TIMEOUT)
+
+    def __init__(
+        self,
+        stores: Mapping[str, Mapping[str, str]],
+        profiler: Mapping[str, str],
+        otel_env: Mapping[str, str] | None = None,
+        *,
+        port: int | None = None,
+        transport: str = "wsgi",
+        startup_timeout: float = 60.0,
+        workdir: Path | None = None,
+    ) -> None:
+        super().__init__(port=port, startup_timeout=startup_timeout, workdir=workdir)
+        self.stores, self.profiler, self.transport = stores, profiler, transport
+        self.otel_env = dict(otel_env or {})
+        self.conf_path = self.workdir / "zaqar.conf"
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def _prepare(self) -> None:
+        self.conf_path.write_text(zaqar_conf(self.port, self.stores, self.profiler, self.transport))
+
+    def _new_ports(self) -> bool:
+        fresh = super()._new_ports()
+        if fresh:
+            self._prepare()  # the configuration names the port
+        return fresh
+
+    def _env(self) -> dict[str, str]:
+        return without_otel_env(**self.otel_env)
+
+    def _command(self) -> list[str]:
+        launcher = Path(sys.executable).parent / "zaqar-otel-server"
+        if launcher.exists():
+            return [str(launcher), "--config-file", str(self.conf_path)]
+        # not installed as a script: the entry point by module
+        entry = "from zaqar_otel.zaqar.server import main; main()"
+        return [sys.executable, "-c", entry, "--config-file", str(self.conf_path)]
+
+    def _is_ready(self) -> bool:
+        return port_open(self.port)

@@ -77,17 +77,19 @@ def trace_show(args: argparse.Namespace) -> int:
     if args.message is not None:
         return message_show(args)
     try:
-        hex_id = ids.normalize_trace_id(args.trace_id)
+        trace_hex = ids.normalize_trace_id(args.trace_id)
     except ValueError as error:
         raise UsageError(str(error)) from None
     query = _query(args.jaeger)
-    spans = query.wait_for_trace(hex_id, 1, args.wait) if args.wait else query.get_trace(hex_id)
+    spans = (
+        query.wait_for_trace(trace_hex, 1, args.wait) if args.wait else query.get_trace(trace_hex)
+    )
     ui = args.jaeger_ui or _env(ENV_UI)
-    url = f"{ui.rstrip('/')}/trace/{hex_id}" if ui else None
+    url = f"{ui.rstrip('/')}/trace/{trace_hex}" if ui else None
     if args.json:
         document = {
-            "trace_id": hex_id,
-            "base_id": ids.uuid_form(hex_id),
+            "trace_id": trace_hex,
+            "base_id": ids.uuid_form(trace_hex),
             "url": url,
             "spans": [{"depth": depth, **span.to_json()} for depth, _, span in tree_order(spans)],
         }
@@ -95,7 +97,7 @@ def trace_show(args: argparse.Namespace) -> int:
         return OK
     services = sorted({span.service for span in spans})
     errors = sum(1 for span in spans if span.error)
-    print(f"trace {hex_id} ({ids.uuid_form(hex_id)})")
+    print(f"trace {trace_hex} ({ids.uuid_form(trace_hex)})")
     print(
         f"{len(spans)} spans, services: {', '.join(services)}"
         + (f", {errors} in error" if errors else "")
@@ -159,17 +161,13 @@ def _body(text: str) -> Any:
 
 def _zaqar_client(args: argparse.Namespace) -> Any:
     """python-zaqarclient with Keystone (a cloud is configured) or noauth (``--project``)."""
-    from zaqarclient.queues.v2 import client as zclient
+    from zaqar_otel.lookup.client import zaqar_client
 
     auth = args.keystone
     if auth is None:
-        noauth = {"backend": "noauth", "options": {"os_project_id": args.project}}
-        return zclient.Client(args.url, version=2, conf={"auth_opts": noauth})
+        return zaqar_client(args.url, args.project)
     insecure = auth.cloud.config.get("verify") is False
-    keystone = {"backend": "keystone", "options": {"insecure": insecure}}
-    return zclient.Client(
-        auth.endpoint(), version=2, conf={"auth_opts": keystone}, session=auth.session
-    )
+    return zaqar_client(auth.endpoint(), session=auth.session, insecure=insecure)
 
 
 def _zaqar_call(args: argparse.Namespace) -> str:

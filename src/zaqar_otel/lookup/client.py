@@ -276,6 +276,32 @@ class ProfiledCall:
         return ServerCheck(False, n, k, others, message)
 
 
+def zaqar_client(
+    url: str, project: str = "", *, session: Any = None, insecure: bool = False
+) -> Any:
+    """A python-zaqarclient v2 client: with a keystoneauth1 ``session``, Keystone auth;
+    else for a Zaqar with ``auth_strategy =`` (noauth), ``project`` the id it sends."""
+    from zaqarclient.queues.v2 import client
+
+    if session is None:
+        auth = {"backend": "noauth", "options": {"os_project_id": project}}
+        return client.Client(url, version=2, conf={"auth_opts": auth})
+    auth = {"backend": "keystone", "options": {"insecure": insecure}}
+    return client.Client(url, version=2, conf={"auth_opts": auth}, session=session)
+
+
+@contextmanager
+def profiled(hmac_key: str) -> Iterator[str]:
+    """OSProfiler on in this thread for the block (zaqarclient signs its requests with
+    ``hmac_key``); yields the trace's base id. Exports nothing itself: see :func:`profile`."""
+    profiler.clean()
+    active = profiler.init(hmac_key)
+    try:
+        yield active.get_base_id()
+    finally:
+        profiler.clean()
+
+
 @contextmanager
 def profile(hmac_key: str, flush_timeout: float = 5.0) -> Iterator[ProfiledCall]:
     """Profile the zaqarclient calls made inside (this thread) with ``hmac_key``.
@@ -287,13 +313,12 @@ def profile(hmac_key: str, flush_timeout: float = 5.0) -> Iterator[ProfiledCall]
     if not hmac_key:
         raise ValueError("an HMAC key is needed: one of the server's [profiler] hmac_keys")
     setup = _tracing or enable()
-    profiler.clean()
-    active = profiler.init(hmac_key)
-    call = ProfiledCall(active.get_base_id())
-    _local.call = call
     try:
-        yield call
+        with profiled(hmac_key) as base_id:
+            _local.call = call = ProfiledCall(base_id)
+            try:
+                yield call
+            finally:
+                _local.call = None
     finally:
-        _local.call = None
-        profiler.clean()
         setup.flush(flush_timeout)

@@ -191,10 +191,10 @@ class JaegerQuery:
 
     def get_trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of the trace (UUID or 32-hex id); raises if there is none."""
-        hex_id = normalize_trace_id(trace_id)
-        status, body = self._get(f"/api/traces/{hex_id}")
+        trace_hex = normalize_trace_id(trace_id)
+        status, body = self._get(f"/api/traces/{trace_hex}")
         if status == 404 and isinstance(body, Mapping) and "errors" in body:
-            raise TraceNotFound(f"trace {hex_id} not found in Jaeger at {self.base_url}")
+            raise TraceNotFound(f"trace {trace_hex} not found in Jaeger at {self.base_url}")
         if status == 404:  # a 404 that is not Jaeger's: the wrong server or port
             raise JaegerError(
                 f"{self.base_url} has no /api/traces: is this Jaeger's query API "
@@ -203,11 +203,11 @@ class JaegerQuery:
         if status != 200 or not isinstance(body, Mapping):
             detail = self._errors(body) or "no detail"
             raise JaegerError(
-                f"Jaeger at {self.base_url} answered HTTP {status} for trace {hex_id}: {detail}"
+                f"Jaeger at {self.base_url} answered HTTP {status} for trace {trace_hex}: {detail}"
             )
         spans = spans_from_v1(body)
         if not spans:
-            raise TraceNotFound(f"trace {hex_id} not found in Jaeger at {self.base_url}")
+            raise TraceNotFound(f"trace {trace_hex} not found in Jaeger at {self.base_url}")
         return spans
 
     def wait_for_trace(

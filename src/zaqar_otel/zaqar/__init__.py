@@ -11,6 +11,7 @@ Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
 * ``middleware``: route, status and messaging attributes on the request span;
 * ``websocket``: traces the websocket transport;
 * ``lazy``: generators and cursors of the storage layer are consumed inside their call's span;
+* ``outcomes``: Zaqar's "does not exist" exceptions are answers (4xx), not errors;
 * ``producer``, ``stores``, ``consumer``: a PRODUCER span per posted message, its
   context stored with the message (Redis, MongoDB), links from claims/lists/gets;
 * ``notifications``: webhook and email notifications in the post's trace;
