@@ -10,6 +10,7 @@ import pytest
 from tests import zaqar_server as zs
 from tests.subproc import ROOT, profiled_env, result_of
 from zaqar_otel.bridge import ids
+from zaqar_otel.demo.stack import zaqar_conf
 
 pytestmark = [pytest.mark.servers, pytest.mark.zaqar]
 
@@ -19,14 +20,9 @@ def test_zaqar_bootstrapped_with_its_own_config_is_traced(redis_server, otlp_rec
     the OSProfiler notifier without it: the [profiler] flags came from cfg.CONF, where
     nothing is enabled, and such a Zaqar exported nothing."""
     sql = f"sqlite:///{tmp_path / 'zaqar.db'}"
-    zs.create_sql_tables(sql)
-    stores = {
-        "drivers": {"message_store": "redis", "management_store": "sqlalchemy"},
-        "drivers:message_store:redis": {"uri": redis_server.url.rsplit("/", 1)[0]},
-        "drivers:management_store:sqlalchemy": {"uri": sql},
-    }
+    zs.create_management_tables(sql)
     conf = tmp_path / "zaqar.conf"
-    conf.write_text(zs.render_conf(0, stores, zs.PROFILER_ON))
+    conf.write_text(zaqar_conf(0, zs.redis_sql_stores(redis_server.url, sql), zs.PROFILER_ON))
     queue = zs.fresh_queue_name()
     proc = subprocess.run(
         [sys.executable, "-m", "tests.apps.embedded", str(conf), queue],
