@@ -158,12 +158,15 @@ def test_only_the_ui_and_the_api_are_published_on_localhost() -> None:
 
 
 def sdk_variables() -> set[str]:
-    """The names the OpenTelemetry API, SDK (exporters included) and instrumentation read."""
+    """The names the OpenTelemetry API, SDK (exporters included) and instrumentation read.
+    ``_semconv``: where the instrumentations read ``OTEL_SEMCONV_STABILITY_OPT_IN`` (only
+    0.58b0 and later also list it in ``environment_variables``)."""
     names = set()
     for module in (
         "opentelemetry.environment_variables",
         "opentelemetry.sdk.environment_variables",
         "opentelemetry.instrumentation.environment_variables",
+        "opentelemetry.instrumentation._semconv",
     ):
         names |= {n for n in dir(importlib.import_module(module)) if n.startswith("OTEL_")}
     return names
