@@ -96,10 +96,10 @@ COMPAT_TESTS = {
 COMPAT_REPORT = [
     "zaqar",
     "osprofiler",
-    "opentelemetry-api",
     "opentelemetry-sdk",
-    "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-instrumentation",
+    "opentelemetry-api",
+    "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-instrumentation-pymongo",
     "opentelemetry-instrumentation-redis",
     "opentelemetry-instrumentation-sqlalchemy",
@@ -114,6 +114,7 @@ COMPAT_REPORT = [
 # What the oldest OSProfiler needs from its own era: OSProfiler < 4.3 calls
 # oslo_utils.secretutils.constant_time_compare, which oslo.utils 9.0 removed.
 OLDEST_ERA = ["oslo.utils<9"]
+# The table, then one line (.ci/run's summary quotes it) with the first four names.
 _PRINT_VERSIONS = """
 import sys
 from importlib.metadata import version
@@ -121,6 +122,7 @@ names = sys.argv[1:]
 width = max(map(len, names))
 for name in names:
     print(f"  {name:<{width}}  {version(name)}")
+print("compat resolved:", ", ".join(f"{name} {version(name)}" for name in names[:4]))
 """
 
 
