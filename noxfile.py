@@ -6,7 +6,6 @@ pip's output is shown only when it fails: one line says what is being installed.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -142,29 +141,14 @@ def oldest_pins() -> list[str]:
     return [*sorted(pins), *OLDEST_ERA]
 
 
-def install_once(session: nox.Session, *packages: str) -> None:
-    """:func:`install`, unless this virtualenv already got the same packages from the same
-    pyproject.toml (a rerun on the same machine: the row's pip resolve takes up to a minute;
-    the checkout is installed editable, so source changes need no reinstall)."""
-    venv = getattr(session.virtualenv, "location", None)
-    stamp = Path(venv, ".zaqar-otel-installed") if venv else None
-    key = hashlib.sha256("\n".join([Path("pyproject.toml").read_text(), *packages]).encode())
-    if stamp and stamp.exists() and stamp.read_text() == key.hexdigest():
-        session.log(f"reusing {venv}: installed from this pyproject.toml already")
-        return
-    install(session, *packages)
-    if stamp:
-        stamp.write_text(key.hexdigest())
-
-
 @nox.session(python=PYTHON)
 @nox.parametrize(("zaqar", "deps"), COMPAT_ROWS)
 def compat(session: nox.Session, zaqar: str, deps: str) -> None:
     """One supported release: Zaqar ``zaqar``.x from PyPI with the newest (``deps='latest'``:
     the Zaqar end-to-end tests, ``-m zaqar``) or the oldest allowed (``deps='oldest'``: the
-    whole suite) OSProfiler and OpenTelemetry. One venv per row, reused."""
+    whole suite) OSProfiler and OpenTelemetry. One venv per row (reused on reruns)."""
     pins = oldest_pins() if deps == "oldest" else []
-    install_once(session, "-e", ".[all,test]", f"zaqar[redis,mongodb]=={zaqar}.*", *pins)
+    install(session, "-e", ".[all,test]", f"zaqar[redis,mongodb]=={zaqar}.*", *pins)
     session.run("python", "-c", _PRINT_VERSIONS, *COMPAT_REPORT, silent=False)
     session.run(
         "pytest", *(session.posargs or [*COMPAT_TESTS[deps], "-q", "-ra", "--durations=10"])
