@@ -24,6 +24,15 @@ SPAN_NAME = "redis_message_controller"
 FUNCTION = "zaqar.storage.redis.messages.MessageController.post"
 ARGS = "(<zaqar.storage.redis.messages.MessageController object at 0x7f0>, 'q-bench')"
 KWARGS = "{'messages': [{'ttl': 300, 'body': {'n': 1}}], 'project': 'bench-project'}"
+# what OSProfiler's WSGI middleware puts in the request span's info
+REQUEST = {
+    "request": {
+        "path": "/v2/queues/q-bench/messages",
+        "query": "",
+        "method": "POST",
+        "scheme": "http",
+    }
+}
 
 
 class NullExporter(SpanExporter):
@@ -74,6 +83,17 @@ def activate(notify: Any) -> None:
     notifier.set(getattr(notify, "notify", notify))
     profiler.clean()
     profiler.init(HMAC_KEY)
+
+
+def open_request(notify: Any) -> None:
+    """Make ``notify`` OSProfiler's notifier and start a trace whose request span stays open:
+    the spans of ``profiled_span()`` then join it, as a request's storage calls do."""
+    activate(notify)
+    profiler.start("wsgi", dict(REQUEST))
+
+
+def close_request() -> None:
+    profiler.stop()
 
 
 def profiled_span() -> None:

@@ -49,6 +49,19 @@ def time_per_op(fn: Callable[[], object], n: int) -> float:
     return (clock() - start) / n
 
 
+def cpu_per_op(fn: Callable[[], object], n: int) -> float:
+    """Mean process CPU nanoseconds (all threads) per call of ``fn`` over ``n`` calls.
+
+    CPU time, not wall time: on a machine shared with other work, time spent waiting
+    for a core does not count (what other processes do to the caches still does).
+    """
+    clock = time.process_time_ns
+    start = clock()
+    for _ in range(n):
+        fn()
+    return (clock() - start) / n
+
+
 def rss_kib() -> int:
     """This process's resident set size (VmRSS) in KiB."""
     with open("/proc/self/status") as status:
@@ -205,6 +218,16 @@ def _cell(value: object) -> str:
 
 
 def verdict(value: float, limit: float, at_most: bool = True) -> str:
-    """``ok`` / ``MISSED`` for a target (``value <= limit``, or ``>=`` if not at_most)."""
+    """``PASS`` / ``MISS`` for a target (``value <= limit``, or ``>=`` if not at_most)."""
     passed = value <= limit if at_most else value >= limit
-    return "ok" if passed else "MISSED"
+    return "PASS" if passed else "MISS"
+
+
+def paired(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """The median over rounds of the same-round ratio, rounded to 3 places."""
+    return round(median([a / b for a, b in zip(numerators, denominators, strict=True)]), 3)
+
+
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """(lowest, highest) of ``values``, rounded to 3 places."""
+    return (round(min(values), 3), round(max(values), 3)) if values else (0.0, 0.0)

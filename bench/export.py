@@ -2,14 +2,18 @@
 
 The pipeline is the one the bridge builds for ``otel://127.0.0.1:PORT``: its
 counting ``BatchSpanProcessor`` (queue ``OTEL_BSP_MAX_QUEUE_SIZE``, default
-2048), its guarded exporter, the SDK's OTLP/HTTP (protobuf) exporter, to
-``bench.sink`` in another process (which parses every request and counts the
-spans: the receiver acknowledges them).
+2048), its guarded exporter, its OTLP/HTTP (protobuf) exporter
+(``zaqar_otel.bridge.otlp``), to ``bench.sink`` in another process (which parses
+every request and counts the spans: the receiver acknowledges them).
 
 * ``sustained``: spans the bridge made (captured once) are fed to the
   processor as fast as it takes them while its queue stays below 3/4 full (the
   producer waits, so nothing is dropped); spans/s = spans / time until all are
-  exported. Only the export pipeline is timed, not span creation.
+  exported. Only the export pipeline is timed, not span creation. The export
+  thread's CPU time (and the final flush's, in the calling thread) per span is
+  reported too.
+* ``protocols``: the same, once each, with OTLP/HTTP and OTLP/gRPC, the bridge's
+  exporters and the SDK's, and gzip on HTTP (``bench.grpc_sink`` receives gRPC).
 * ``end_to_end``: the same with spans made live by OSProfiler + the bridge in
   this thread (the exporter shares the GIL with the producer, as in Zaqar).
 * ``burst_over`` / ``burst_under``: ``3 x queue`` and ``0.9 x queue`` spans at
@@ -39,7 +43,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from bench import bridge, common, sink
 
-TARGET_SPANS_PER_S = 20_000
+TARGET_SPANS_PER_S = 40_000
 DEFAULT_QUEUE = 2048
 # The producer's wait while the queue is 3/4 full: long enough not to take the
 # GIL from the exporter thread every few microseconds (a batch of 512 takes ~20 ms).
@@ -71,30 +75,88 @@ def captured_spans(count: int) -> list[ReadableSpan]:
     return spans
 
 
-def pipeline(endpoint: str) -> tuple[Any, Any]:
-    """(processor, guarded exporter) as the bridge builds them for ``endpoint``."""
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    # name: how the pipeline is built (protocol, the SDK's exporter instead of the bridge's, env)
+    "http": {"protocol": "http/protobuf"},
+    "http_stock_exporter": {"protocol": "http/protobuf", "stock": True},
+    "http_gzip": {"protocol": "http/protobuf", "env": {"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}},
+    "grpc": {"protocol": "grpc"},
+    "grpc_stock_exporter": {"protocol": "grpc", "stock": True},
+}
+
+
+def pipeline(
+    endpoint: str, protocol: str = "http/protobuf", stock: bool = False, env: Any = None
+) -> tuple[Any, Any]:
+    """(processor, guarded exporter) as the bridge builds them for ``endpoint``
+    (``http://HOST:PORT``, or ``HOST:PORT`` for gRPC); ``stock``: the SDK's exporter."""
     from zaqar_otel.bridge import export
 
-    inner = export.build_exporter(export.parse_connection_string(f"otel://{endpoint[7:]}"))
+    address = endpoint.split("://", 1)[-1]
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        if stock and protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            inner: Any = OTLPSpanExporter(endpoint=f"http://{address}", insecure=True)
+        elif stock:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HttpExporter,
+            )
+
+            inner = HttpExporter(endpoint=f"http://{address}/v1/traces")
+        else:
+            connection = f"otel://{address}?protocol={protocol}"
+            inner = export.build_exporter(export.parse_connection_string(connection))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     if inner is None:
         raise RuntimeError("no exporter (OTEL_TRACES_EXPORTER=none?)")
     guarded = export.GuardedExporter(inner)
     return export.CountingBatchSpanProcessor(guarded), guarded
 
 
-def sustained(endpoint: str, spans: Sequence[ReadableSpan], total: int) -> dict[str, Any]:
-    """Feed ``total`` spans (cycling ``spans``) keeping the queue under 3/4; spans/s."""
-    processor, exporter = pipeline(endpoint)
+def _export_thread_ns(processor: Any) -> int:
+    """CPU time of the processor's export thread so far (0 if unknown)."""
+    thread = getattr(getattr(processor, "_batch_processor", None), "_worker_thread", None)
+    if thread is None or thread.ident is None:
+        return 0
+    try:
+        return time.clock_gettime_ns(time.pthread_getcpuclockid(thread.ident))
+    except (OSError, AttributeError):
+        return 0
+
+
+def sustained(
+    endpoint: str, spans: Sequence[ReadableSpan], total: int, **how: Any
+) -> dict[str, Any]:
+    """Feed ``total`` spans (cycling ``spans``) keeping the queue under 3/4; spans/s and the
+    export thread's CPU per span (its own, plus the final flush in this thread)."""
+    processor, exporter = pipeline(endpoint, **how)
     high = queue_size() * 3 // 4
+    thread_before = _export_thread_ns(processor)
+    cpu = time.process_time_ns()
     started = time.perf_counter()
     for i in range(total):
         while processor.queued() >= high:
             time.sleep(PACE)
         processor.on_end(spans[i % len(spans)])
+    flush = time.thread_time_ns()
     processor.force_flush(60_000)
+    flush = time.thread_time_ns() - flush
     elapsed = time.perf_counter() - started
+    cpu = time.process_time_ns() - cpu
+    thread = _export_thread_ns(processor) - thread_before
     processor.shutdown()
-    return _counted(total, elapsed, processor, exporter)
+    result = _counted(total, elapsed, processor, exporter)
+    result["export_thread_ns_per_span"] = round((thread + flush) / total, 1)
+    result["process_cpu_ns_per_span"] = round(cpu / total, 1)
+    return result
 
 
 def end_to_end(drv: Any, total: int) -> dict[str, Any]:
@@ -153,6 +215,23 @@ def _counted(
     }
 
 
+def protocols(spans: Sequence[ReadableSpan], total: int) -> tuple[dict[str, Any], bool]:
+    """One sustained run per way of exporting (``PROTOCOLS``), to ``bench.sink`` or
+    ``bench.grpc_sink``; the receivers' counts must match the exporters'."""
+    from bench import grpc_sink
+
+    results: dict[str, dict[str, Any]] = {}
+    with sink.Sink() as http_receiver, grpc_sink.GrpcSink() as grpc_receiver:
+        for name, how in PROTOCOLS.items():
+            endpoint = (
+                grpc_receiver.endpoint if how["protocol"] == "grpc" else http_receiver.endpoint
+            )
+            results[name] = sustained(endpoint, spans, total, **how)
+        received = http_receiver.count()["spans"] + grpc_receiver.count()["spans"]
+    acknowledged = sum(r["exported"] for r in results.values())
+    return results, received == acknowledged
+
+
 def measure(
     total: int, rounds: int, capture: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -174,6 +253,8 @@ def measure(
             results["burst_over"].append(burst(endpoint, spans, 3 * capacity))
             results["burst_under"].append(burst(endpoint, spans, capacity * 9 // 10))
         received = receiver.count()
+    progress("export protocols")
+    compared, compared_match = protocols(spans, max(total // 2, 1000))
     sent = sum(r["exported"] for runs in results.values() for r in runs)
     summary = {
         name: {
@@ -184,7 +265,11 @@ def measure(
         }
         for name, runs in results.items()
     }
+    thread_ns = [r["export_thread_ns_per_span"] for r in results["sustained"]]
     return {
+        "export_thread_ns_per_span": round(common.median(thread_ns), 1),
+        "protocols": compared,
+        "protocols_receivers_match_exporters": compared_match,
         "queue_size": capacity,
         "spans_sustained": total,
         "rounds": rounds,

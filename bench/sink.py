@@ -1,7 +1,8 @@
 """Local OTLP/HTTP endpoints for the benchmarks: a fast counting receiver and a blackhole.
 
 ``python -m bench.sink PORT`` serves ``POST /v1/traces`` on 127.0.0.1:PORT
-(the package's OTLP receiver, counting instead of decoding), parses each body as an
+(the package's OTLP receiver, counting instead of decoding), parses each body (gzip or
+deflate too) as an
 ``ExportTraceServiceRequest`` (protobuf, C-accelerated: no per-span Python
 objects) and counts the spans; ``GET /count`` answers
 ``{"spans": N, "requests": M}``. It runs in its own process so that its CPU is
@@ -19,11 +20,13 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import socket
 import sys
 import threading
 import urllib.request
+import zlib
 from pathlib import Path
 
 from bench.common import ROOT
@@ -41,6 +44,11 @@ class CountingReceiver(OTLPReceiver):
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> int:
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 
+        encoding = headers.get("content-encoding")
+        if encoding == "gzip":
+            body = gzip.decompress(body)
+        elif encoding == "deflate":
+            body = zlib.decompress(body)
         request = pb.ExportTraceServiceRequest.FromString(body)
         spans = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
         with self.lock:

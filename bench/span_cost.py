@@ -1,24 +1,29 @@
-"""Cost of one OSProfiler span through the bridge, against a bare SDK span and OSProfiler alone.
+"""CPU cost of one OSProfiler span through the bridge, against an SDK span and OSProfiler alone.
 
-Three variants, timed in interleaved rounds in one process (median of the rounds):
+Variants, timed in interleaved rounds in one process (process CPU time per span; the
+median of the rounds):
 
-* ``bridge``: ``profiler.start`` + ``profiler.stop`` with the ``otel://`` driver
-  as notifier: OSProfiler's work, the bridge's (ids, attributes, context attach,
-  pairing), the SDK span, the bridge's batch processor with a null exporter;
-* ``otel_sdk``: ``tracer.start_span(name).end()`` on a plain SDK provider with a
-  ``BatchSpanProcessor`` and a null exporter;
-* ``otel_sdk_same_span``: the span the bridge makes, made with the SDK directly:
-  the same seven attributes, attached as current context while open;
-* ``osprofiler_noop``: ``profiler.start`` + ``profiler.stop`` with
-  ``notifier.set(lambda info: None)``.
+* ``bridge``: ``profiler.start`` + ``profiler.stop`` with the ``otel://`` driver as
+  notifier, inside an open request span (as Zaqar's storage calls are): OSProfiler's
+  work, the bridge's (ids, attributes, context attach, pairing), the span, the
+  bridge's batch processor with a null exporter;
+* ``osprofiler_noop``: the same OSProfiler calls with ``notifier.set(lambda info: None)``;
+* ``otel_sdk_same_attributes``: ``tracer.start_span(name, attributes=...)`` + ``end()``
+  with the attributes the bridge writes, on a plain SDK provider with a
+  ``BatchSpanProcessor`` and a null exporter (the target's yardstick);
+* ``otel_sdk``: a bare ``tracer.start_span(name).end()``;
+* ``otel_sdk_same_span``: the SDK span with those attributes, also attached as the
+  current context while open (what the bridge does besides);
+* ``bridge_root`` / ``osprofiler_noop_root``: each span a trace of its own (the
+  per-request work, the ``[profiler]`` flags read once per request, counted in every span).
 
-Ratios are medians over rounds of the ratio within a round. The bridge pays
-OSProfiler's own work on top of a span; ``bridge - osprofiler_noop`` is what
-the driver adds to a service that profiles with OSProfiler anyway.
+The target: the bridge's marginal cost per span, ``bridge - osprofiler_noop`` (what the
+driver adds to a service that profiles with OSProfiler anyway), is at most 1.3 x
+``otel_sdk_same_attributes``; ratios are medians over rounds of the same-round ratio.
 
 Usage::
 
-    python -m bench.span_cost [--quick] [--rounds 7] [--spans 20000] [--profile]
+    python -m bench.span_cost [--quick] [--rounds 15] [--spans 5000] [--profile]
 
 ``--profile`` prints a pyinstrument profile of the bridge variant to stderr.
 Writes ``bench/results/span_cost.json``.
@@ -41,75 +46,38 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from bench import bridge, common
 
-TARGET = 1.3  # bridge / bare OTel SDK span
+TARGET = 1.3  # (bridge - OSProfiler alone) / SDK span with the same attributes
+Op = tuple[Callable[[], None], Callable[[], None], Callable[[], None]]  # setup, op, teardown
 
 
-def measure(rounds: int, spans: int) -> dict[str, Any]:
-    ops, flush, drv = _ops()
-    per_round: dict[str, list[float]] = {name: [] for name in ops}
-    names = list(ops)
-    for setup, op in ops.values():  # warm-up: caches, lazy imports
-        setup()
-        common.time_per_op(op, max(spans // 10, 10))
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
-            setup, op = ops[name]
-            setup()
-            gc.collect()
-            per_round[name].append(common.time_per_op(op, spans))
-            flush()
-    medians = {name: common.median(values) for name, values in per_round.items()}
-
-    def paired(a: str, b: str, minus: str | None = None) -> float:
-        """Median over rounds of a/b (or (a - minus)/b) within the same round."""
-        return round(
-            common.median(
-                [
-                    (x - (per_round[minus][i] if minus else 0)) / per_round[b][i]
-                    for i, x in enumerate(per_round[a])
-                ]
-            ),
-            3,
-        )
-
-    return {
-        "rounds": rounds,
-        "spans_per_round": spans,
-        "ns_per_span": {k: round(v, 1) for k, v in medians.items()},
-        "ns_per_span_rounds": {k: [round(x, 1) for x in v] for k, v in per_round.items()},
-        "ratio_bridge_vs_otel_sdk": paired("bridge", "otel_sdk"),
-        "ratio_bridge_vs_osprofiler_noop": paired("bridge", "osprofiler_noop"),
-        "ratio_bridge_minus_osprofiler_vs_otel_sdk": paired(
-            "bridge", "otel_sdk", minus="osprofiler_noop"
-        ),
-        "ratio_bridge_vs_otel_sdk_same_span": paired("bridge", "otel_sdk_same_span"),
-        "ratio_bridge_minus_osprofiler_vs_otel_sdk_same_span": paired(
-            "bridge", "otel_sdk_same_span", minus="osprofiler_noop"
-        ),
-        "target_bridge_vs_otel_sdk": TARGET,
-        "driver_status": bridge.status(drv),
-    }
+def _nested(notify: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(setup, teardown): a trace with an open request span that the measured spans join."""
+    return lambda: bridge.open_request(notify), bridge.close_request
 
 
-def _ops() -> tuple[dict[str, tuple[Callable[[], None], Callable[[], None]]], Any, Any]:
-    """{variant: (setup before a round, one span)}, flush both queues, the bridge driver."""
+def _nothing() -> None:
+    return None
+
+
+def variants(drv: Any) -> tuple[dict[str, Op], Callable[[], None]]:
+    """({variant: (setup before a round, one span, teardown after it)}, flush both queues)."""
     sdk = TracerProvider()
     sdk.add_span_processor(BatchSpanProcessor(bridge.NullExporter()))
     tracer = sdk.get_tracer("bench")
     name = f"{bridge.SPAN_NAME} MessageController.post"
-    drv = bridge.driver(exporter=bridge.NullExporter())
-
-    def bare() -> None:
-        tracer.start_span(name).end()
-
-    base_id, element_id = str(uuid.uuid4()), str(uuid.uuid4())
     # what the bridge records by default: no arguments (content), the host in the resource
     attributes = {
         "osprofiler.name": bridge.SPAN_NAME,
         "code.function.name": bridge.FUNCTION,
-        "osprofiler.id": element_id,
-        "osprofiler.base_id": base_id,
+        "osprofiler.id": str(uuid.uuid4()),
+        "osprofiler.base_id": str(uuid.uuid4()),
     }
+
+    def bare() -> None:
+        tracer.start_span(name).end()
+
+    def same_attributes() -> None:
+        tracer.start_span(name, attributes=attributes).end()
 
     def same_span() -> None:
         span = tracer.start_span(name, attributes=attributes)
@@ -120,30 +88,86 @@ def _ops() -> tuple[dict[str, tuple[Callable[[], None], Callable[[], None]]], An
     def noop(info: Any) -> None:
         return None
 
-    ops = {
-        "bridge": (lambda: bridge.activate(drv), bridge.profiled_span),
-        "otel_sdk": (lambda: None, bare),
-        "otel_sdk_same_span": (lambda: None, same_span),
-        "osprofiler_noop": (lambda: bridge.activate(noop), bridge.profiled_span),
-    }
-
     def flush() -> None:
         sdk.force_flush()
         drv.provider.force_flush()
 
-    return ops, flush, drv
+    nested_bridge, nested_noop = _nested(drv), _nested(noop)
+    ops: dict[str, Op] = {
+        "bridge": (nested_bridge[0], bridge.profiled_span, nested_bridge[1]),
+        "osprofiler_noop": (nested_noop[0], bridge.profiled_span, nested_noop[1]),
+        "otel_sdk_same_attributes": (_nothing, same_attributes, _nothing),
+        "otel_sdk": (_nothing, bare, _nothing),
+        "otel_sdk_same_span": (_nothing, same_span, _nothing),
+        "bridge_root": (lambda: bridge.activate(drv), bridge.profiled_span, _nothing),
+        "osprofiler_noop_root": (lambda: bridge.activate(noop), bridge.profiled_span, _nothing),
+    }
+    return ops, flush
+
+
+def measure(rounds: int, spans: int) -> dict[str, Any]:
+    drv = bridge.driver(exporter=bridge.NullExporter())
+    ops, flush = variants(drv)
+    names = list(ops)
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    for setup, op, teardown in ops.values():  # warm-up: caches, lazy imports
+        setup()
+        common.cpu_per_op(op, max(spans // 10, 10))
+        teardown()
+    flush()
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+            setup, op, teardown = ops[name]
+            setup()
+            gc.collect()
+            per_round[name].append(common.cpu_per_op(op, spans))
+            teardown()
+            flush()
+    medians = {name: common.median(values) for name, values in per_round.items()}
+
+    def marginal(variant: str, floor: str) -> list[float]:
+        return [a - b for a, b in zip(per_round[variant], per_round[floor], strict=True)]
+
+    bridge_marginal = marginal("bridge", "osprofiler_noop")
+    root_marginal = marginal("bridge_root", "osprofiler_noop_root")
+    yardstick = per_round["otel_sdk_same_attributes"]
+    return {
+        "rounds": rounds,
+        "spans_per_round": spans,
+        "clock": "process CPU time",
+        "ns_per_span": {k: round(v, 1) for k, v in medians.items()},
+        "ns_per_span_rounds": {k: [round(x, 1) for x in v] for k, v in per_round.items()},
+        "bridge_marginal_ns": round(common.median(bridge_marginal), 1),
+        "ratio_bridge_marginal_vs_sdk_same_attributes": common.paired(bridge_marginal, yardstick),
+        "ratio_bridge_marginal_vs_sdk_same_attributes_spread": common.spread(
+            [a / b for a, b in zip(bridge_marginal, yardstick, strict=True)]
+        ),
+        "ratio_bridge_marginal_vs_sdk_same_span": common.paired(
+            bridge_marginal, per_round["otel_sdk_same_span"]
+        ),
+        "ratio_bridge_marginal_vs_sdk_bare": common.paired(bridge_marginal, per_round["otel_sdk"]),
+        "ratio_bridge_root_marginal_vs_sdk_same_attributes": common.paired(
+            root_marginal, yardstick
+        ),
+        "ratio_bridge_vs_osprofiler_noop": common.paired(
+            per_round["bridge"], per_round["osprofiler_noop"]
+        ),
+        "target_bridge_marginal_vs_sdk_same_attributes": TARGET,
+        "driver_status": bridge.status(drv),
+    }
 
 
 def profile(spans: int) -> None:
-    """A pyinstrument profile of ``spans`` bridge spans, printed to stderr."""
+    """A pyinstrument profile of ``spans`` bridge spans (nested in a request), to stderr."""
     from pyinstrument import Profiler
 
-    ops, _, _ = _ops()
-    setup, op = ops["bridge"]
+    drv = bridge.driver(exporter=bridge.NullExporter())
+    setup, op, teardown = variants(drv)[0]["bridge"]
     setup()
     common.time_per_op(op, 1000)
     with Profiler(interval=0.0001) as prof:
         common.time_per_op(op, spans)
+    teardown()
     print(prof.output_text(unicode=False, color=False, show_all=False), file=sys.stderr)
 
 

@@ -80,7 +80,9 @@ class ZaqarServer(stack.ZaqarServer):
         address = f"127.0.0.1:{self.port}"
         if self.launcher == "uwsgi":
             return [
-                str(BIN / "uwsgi"), "--master", "--die-on-term", "--http-socket", address,
+                # SIGTERM stops as docs/production.md says: gracefully, workers flush
+                str(BIN / "uwsgi"), "--master", "--hook-master-start",
+                "unix_signal:15 gracefully_kill_them_all", "--http-socket", address,
                 "--module", app, "--processes", "2", "--max-requests",
                 str(self.uwsgi_max_requests), "--need-app", "--disable-logging",
                 "--stats", f"{LOCALHOST}:{self.stats_port}",

@@ -10,7 +10,7 @@ logs (once) whatever goes wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
@@ -20,6 +20,7 @@ from zaqar_otel.bridge import options
 
 if TYPE_CHECKING:  # the modules themselves are imported when the driver is used
     from zaqar_otel.bridge.export import Endpoint
+    from zaqar_otel.bridge.flags import Flags
     from zaqar_otel.bridge.provider import HintedIdGenerator
     from zaqar_otel.bridge.spans import SpanBridge
 
@@ -141,9 +142,7 @@ class OTelDriver(base.Driver):
         return spans.SpanBridge(
             tracer,
             hints,
-            skip=self._skip,
-            full_statements=self._full_statements,
-            content=lambda: bool(self._flag("trace_message_content")),
+            flags=self.request_flags,
             expected=outcomes.is_answer,
             span_attributes=on_spans,
         )
@@ -188,17 +187,21 @@ class OTelDriver(base.Driver):
         except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
             return None
 
-    def _skip(self, name: str, info: Mapping[str, Any]) -> bool:
-        if not self._flag("enabled"):
-            return True  # [profiler] enabled = false exports nothing
-        if name.startswith("pooling_") and not self._flag("trace_pooling"):
-            return True  # Zaqar's pooling catalog/controllers: trace_pooling
-        # OSProfiler's own SQL events: never with trace_sqlalchemy = false, and
-        # not beside the OTel SQLAlchemy spans (one span per statement). They
-        # become spans only if the flag is on and the instrumentation missing.
-        if "db" not in info:
-            return False
-        return not self._flag("trace_sqlalchemy") or self._sqlalchemy_active()
+    def request_flags(self) -> Flags:
+        """The ``[profiler]`` flags for a request starting now (read once per request)."""
+        from zaqar_otel.bridge.flags import Flags
+
+        flag = self._flag
+        return Flags(
+            enabled=bool(flag("enabled")),  # enabled = false exports nothing
+            pooling=bool(flag("trace_pooling")),  # Zaqar's pooling catalog/controllers
+            # OSProfiler's own SQL events: never with trace_sqlalchemy = false, and
+            # not beside the OTel SQLAlchemy spans (one span per statement). They
+            # become spans only if the flag is on and the instrumentation missing.
+            osprofiler_sql=bool(flag("trace_sqlalchemy")) and not self._sqlalchemy_active(),
+            statements=bool(flag("trace_db_statements")),
+            content=bool(flag("trace_message_content")),
+        )
 
     def notify(self, info: dict[str, Any], **kwargs: Any) -> None:
         if self.bridge is not None:

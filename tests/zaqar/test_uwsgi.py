@@ -34,7 +34,7 @@ def test_uwsgi_workers_recycled_and_stopped_lose_no_span(jaeger_server, redis_se
             bases.append(base)
         server.wait_until_idle()
     finally:
-        server.close()  # SIGTERM to the master (--die-on-term)
+        server.close()  # SIGTERM to the master: a graceful stop
     for base in bases:
         tree = trace_of(jaeger_server, base, 3)
         root = assert_one_connected_tree(tree)

@@ -90,6 +90,7 @@ __all__ = [
     "redact",
     "sanitize_sql",
     "short_function",
+    "stop_matters",
 ]
 
 _SQL_LITERALS = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
@@ -266,8 +267,41 @@ SHAPES: tuple[tuple[str, Handler], ...] = (
 )
 
 
+# (osprofiler name, function name) -> described span, for the traced calls (most spans):
+# computed once per function instead of once per span
+_FUNCTIONS: dict[tuple[str, str], Described] = {}
+_FUNCTIONS_MAX = 4096
+
+
+def _traced_call(name: str, info: Mapping[str, Any]) -> Described | None:
+    """A traced call (``info`` is ``{"function": {"name": ...}, "host": ...}``) as before."""
+    if len(info) > 2 or (len(info) == 2 and "host" not in info):
+        return None
+    function = info.get("function")
+    if type(function) is not dict:
+        return None
+    full = function.get("name")
+    if type(full) is not str or not full:
+        return None
+    key = (name, full)
+    described = _FUNCTIONS.get(key)
+    if described is None:
+        described = _describe(name, info, NOTHING)
+        if len(_FUNCTIONS) < _FUNCTIONS_MAX:
+            _FUNCTIONS[key] = described
+    return described[0], described[1], dict(described[2])
+
+
 def describe_start(name: str, info: Mapping[str, Any], capture: Capture = NOTHING) -> Described:
     """(span name, kind, attributes) for a ``<name>-start`` notification."""
+    if capture is NOTHING and "function" in info:
+        described = _traced_call(name, info)
+        if described is not None:
+            return described
+    return _describe(name, info, capture)
+
+
+def _describe(name: str, info: Mapping[str, Any], capture: Capture) -> Described:
     attrs: Attributes = {"osprofiler.name": name}
     for key, value in info.items():
         if key not in _KNOWN and isinstance(value, str | bool | int | float):
@@ -288,6 +322,18 @@ class Stop:
     attributes: Attributes
     error: str | None = None  # the span's status description when it failed
     event: Attributes | None = None  # the attributes of an "exception" event
+
+
+def stop_matters(info: Mapping[str, Any]) -> bool:
+    """Whether ``describe_stop(info)`` can find anything (most stops carry only the host)."""
+    return (
+        "etype" in info
+        or "function" in info
+        or "db" in info
+        or "requests" in info
+        or "response" in info
+        or "websocket" in info
+    )
 
 
 def _never(etype: str) -> bool:

@@ -9,10 +9,12 @@ trace_sqlalchemy   opentelemetry-instrumentation-sqlalchemy  ``zaqar-otel[sqlalc
 =================  ========================================  ==================
 
 The flags are authoritative: a true flag instruments the backend with the
-bridge's gated provider (DB spans only inside profiled requests), a false flag
-uninstruments it even if something else (``opentelemetry-instrument``)
-instrumented it. Instrumentation applies to clients created afterwards
-(SQLAlchemy engines); Redis is patched at class level. Redis gets two hooks: a
+bridge's gated provider (DB spans only inside profiled requests; Redis and
+SQLAlchemy calls outside them skip the instrumentation's work altogether:
+``zaqar_otel.bridge.early_gate``), a false flag uninstruments it even if
+something else (``opentelemetry-instrument``) instrumented it. Instrumentation
+applies to clients created afterwards (SQLAlchemy engines); Redis is patched at
+class level. Redis gets two hooks: a
 script's name on ``EVALSHA``, and whether a pipeline is a transaction (the span's
 name, see ``zaqar_otel.bridge.conventions``).
 
@@ -36,7 +38,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.semconv.attributes.db_attributes import DB_STORED_PROCEDURE_NAME
 
-from zaqar_otel.bridge import conventions
+from zaqar_otel.bridge import conventions, early_gate
+from zaqar_otel.bridge.flags import request_flags
 from zaqar_otel.bridge.gate import DbSpan, GatedTracer, GatedTracerProvider, in_profiled_request
 from zaqar_otel.bridge.logs import LOG, log_once
 
@@ -148,6 +151,11 @@ def _switch(name: str, backend: Backend, wanted: bool, gated: GatedTracerProvide
             if name == "mongodb" and not own_pymongo_listener(instrumentor, gated):
                 instrumentor.uninstrument()  # not gated: no MongoDB spans rather than leaks
                 return False
+            # unprofiled calls skip the instrumentation's own work (zaqar_otel.bridge.early_gate)
+            if name == "redis":
+                early_gate.gate_redis()
+            elif name == "sqlalchemy":
+                early_gate.gate_sqlalchemy()
             _active.add(name)
     except Exception:
         LOG.warning("zaqar-otel: could not switch %s tracing", name, exc_info=True)
@@ -171,7 +179,8 @@ def redis_response_hook(span: Any, instance: Any, response: Any) -> None:
 
 
 class LiveFlag:
-    """True when ``read()`` is, read each time it is tested (inside profiled requests only)."""
+    """True inside profiled requests whose ``trace_db_statements`` is (as the request read
+    it, else ``read()``), tested each time."""
 
     __slots__ = ("read",)
 
@@ -179,7 +188,10 @@ class LiveFlag:
         self.read = read
 
     def __bool__(self) -> bool:
-        return in_profiled_request() and bool(self.read())
+        if not in_profiled_request():
+            return False
+        flags = request_flags()
+        return flags.statements if flags is not None else bool(self.read())
 
 
 def own_pymongo_listener(instrumentor: Any, gated: GatedTracerProvider) -> bool:

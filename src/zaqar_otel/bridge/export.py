@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from zaqar_otel.bridge.logs import LOG
 
+_SAMPLED = 0x01
 GRPC = "grpc"
 HTTP = "http/protobuf"
 _PROTOCOLS = {GRPC, HTTP, "http/json"}
@@ -98,21 +99,20 @@ def build_exporter(endpoint: Endpoint) -> SpanExporter | None:
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         return ConsoleSpanExporter()
+    # the SDK's OTLP exporters, encoding with zaqar_otel.bridge.encoder (zaqar_otel.bridge.otlp)
     if endpoint.protocol == GRPC:
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                OTLPSpanExporter as GrpcExporter,
-            )
+            from zaqar_otel.bridge.otlp import grpc_exporter_class
+
+            GrpcExporter = grpc_exporter_class()
         except ImportError as error:
             raise ValueError(
                 "OTLP over gRPC needs the grpc extra: pip install 'zaqar-otel[grpc]'"
             ) from error
         if endpoint.url is None:
-            return GrpcExporter()
-        return GrpcExporter(endpoint=endpoint.url, insecure=not endpoint.tls)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpExporter,
-    )
+            return GrpcExporter()  # type: ignore[no-any-return]
+        return GrpcExporter(endpoint=endpoint.url, insecure=not endpoint.tls)  # type: ignore[no-any-return]
+    from zaqar_otel.bridge.otlp import HttpSpanExporter as HttpExporter
 
     session = PinnedVerifySession()
     if endpoint.url is None:
@@ -213,20 +213,20 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
         return len(queue) if queue is not None else 0
 
-    def _queue_full(self) -> bool:
-        queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
-        return queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen
-
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is None or not span.context.trace_flags.sampled:
-            super().on_end(span)
+        context = span.context
+        batch: Any = getattr(self, "_batch_processor", None)
+        queue = getattr(batch, "_queue", None)
+        if context is None or not context.trace_flags & _SAMPLED or queue is None:
+            super().on_end(span)  # not sampled (dropped), or an SDK without a queue
             return
+        limit = queue.maxlen
         with self._enqueue:
-            full = self._queue_full()
+            full = limit is not None and len(queue) >= limit
             if full:
                 self.dropped += 1
             else:
-                super().on_end(span)
+                batch.emit(span)
         if full and not self._warned:
             self._warned = True
             LOG.warning(

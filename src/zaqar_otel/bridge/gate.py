@@ -12,9 +12,10 @@ answers not marked as errors (``zaqar_otel.bridge.conventions``).
 
 from __future__ import annotations
 
+import contextvars
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -32,15 +33,33 @@ from opentelemetry.util import types
 
 from zaqar_otel.bridge import conventions
 from zaqar_otel.bridge.attributes import sanitize_sql
+from zaqar_otel.bridge.flags import request_flags
 from zaqar_otel.bridge.logs import LOG
+from zaqar_otel.bridge.recorder import Recorder
 from zaqar_otel.bridge.redact import scrub_error_text
 
 PROFILED = context_api.create_key("zaqar_otel.profiled")
 EXPECTED_RESPONSE_EVENT = "expected database response"
 
 
+def _current_context() -> Callable[[], context_api.Context]:
+    """``context_api.get_current``, or the ContextVar's own ``get`` behind it (the default
+    runtime context): called for every database call, profiled or not."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime).__name__ == "ContextVarsRuntimeContext" and isinstance(
+        variable, contextvars.ContextVar
+    ):
+        return variable.get
+    return context_api.get_current
+
+
+_current = _current_context()
+
+
 def in_profiled_request(context: context_api.Context | None = None) -> bool:
-    return bool(context_api.get_value(PROFILED, context))
+    """Whether ``context`` (the current one by default) is inside a profiled request."""
+    return bool((_current() if context is None else context).get(PROFILED))
 
 
 STATEMENT_KEYS = frozenset({old_db.DB_STATEMENT, DB_QUERY_TEXT})
@@ -83,9 +102,13 @@ class DbSpan(trace.Span):
         return translated
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        translated = self._clean({key: value})
-        if translated:
-            self._inner.set_attributes(translated)
+        # what _clean does for one key, without building dicts (instrumentations set many)
+        self._seen[key] = value
+        for new_key, new_value in conventions.translate(key, value, self._keep_old):
+            if not self._full and new_key in STATEMENT_KEYS and isinstance(new_value, str):
+                new_value = sanitize_sql(new_value)
+            self._seen[new_key] = new_value
+            self._inner.set_attribute(new_key, new_value)
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
         translated = self._clean(attributes)
@@ -199,6 +222,8 @@ class GatedTracer(trace.Tracer):
         self._inner = inner
         self._full_statements = full_statements
         self._keep_old = keep_old
+        # DB spans are LightSpans too where the tracer allows (zaqar_otel.bridge.recorder)
+        self._recorder = Recorder.for_tracer(inner)
 
     def start_span(
         self,
@@ -213,19 +238,26 @@ class GatedTracer(trace.Tracer):
     ) -> trace.Span:
         if not in_profiled_request(context):
             return trace.INVALID_SPAN
-        full = self._full_statements()
+        flags = request_flags(context)  # trace_db_statements as the request read it
+        full = flags.statements if flags is not None else self._full_statements()
         translated = conventions.translate_all(attributes, self._keep_old) if attributes else None
-        span = DbSpan(
-            self._inner.start_span(
+        clean = translated if full else _sanitized(translated)
+        recorder = self._recorder
+        if recorder is not None and recorder.usable():
+            inner: trace.Span = recorder.start_child(name, context, kind, clean, links, start_time)
+        else:
+            inner = self._inner.start_span(
                 name,
                 context,
                 kind,
-                translated if full else _sanitized(translated),
+                clean,
                 links,
                 start_time,
                 record_exception,
                 set_status_on_exception,
-            ),
+            )
+        span = DbSpan(
+            inner,
             name,
             full,
             self._keep_old,
@@ -251,31 +283,6 @@ class GatedTracer(trace.Tracer):
             # Every DB call of an unprofiled request comes here: no span, no
             # context switch, no generator: the cheapest way through.
             return _NOT_PROFILED
-        return self._current_span(
-            name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
-            end_on_exit,
-        )
-
-    @contextmanager
-    def _current_span(
-        self,
-        name: str,
-        context: context_api.Context | None,
-        kind: trace.SpanKind,
-        attributes: types.Attributes,
-        links: Sequence[trace.Link] | None,
-        start_time: int | None,
-        record_exception: bool,
-        set_status_on_exception: bool,
-        end_on_exit: bool,
-    ) -> Iterator[trace.Span]:
         span = self.start_span(
             name,
             context,
@@ -286,15 +293,36 @@ class GatedTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
         )
-        with trace.use_span(
-            span, end_on_exit=end_on_exit, record_exception=False, set_status_on_exception=False
-        ) as current:
-            try:
-                yield current
-            except Exception as exception:
-                if isinstance(span, DbSpan):
-                    span.fail(exception, record_exception, set_status_on_exception)
-                raise
+        return _CurrentSpan(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+class _CurrentSpan:
+    """``trace.use_span`` for a DB span, as a plain context manager (no generator): the span
+    current while the block runs; an exception is what ``DbSpan.fail`` makes of it."""
+
+    __slots__ = ("end_on_exit", "record_exception", "set_status", "span", "token")
+
+    def __init__(
+        self, span: trace.Span, end_on_exit: bool, record_exception: bool, set_status: bool
+    ) -> None:
+        self.span = span
+        self.end_on_exit = end_on_exit
+        self.record_exception = record_exception
+        self.set_status = set_status
+        self.token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self.token = context_api.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+        try:
+            if isinstance(exc, Exception) and isinstance(self.span, DbSpan):
+                self.span.fail(exc, self.record_exception, self.set_status)
+        finally:
+            context_api.detach(self.token)  # type: ignore[arg-type]
+            if self.end_on_exit:
+                self.span.end()
 
 
 class GatedTracerProvider(trace.TracerProvider):

@@ -122,8 +122,10 @@ _tracers: dict[tuple[TracerProvider, str], trace.Tracer] = {}
 
 
 def tracer(name: str) -> trace.Tracer:
-    """A tracer of the provider the bridge records into (the global one before that)."""
+    """A tracer of the provider the bridge records into (the global one before that); its
+    spans are LightSpans where the provider allows (``zaqar_otel.bridge.recorder``)."""
     from zaqar_otel import __version__
+    from zaqar_otel.bridge.recorder import LightTracer
 
     chosen = _chosen
     if chosen is None:
@@ -131,7 +133,7 @@ def tracer(name: str) -> trace.Tracer:
     key = (chosen, name)
     found = _tracers.get(key)
     if found is None:
-        found = _tracers[key] = chosen.get_tracer(name, __version__)
+        found = _tracers[key] = LightTracer(chosen.get_tracer(name, __version__))
     return found
 
 

@@ -34,19 +34,21 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 from oslo_utils import reflection
 
 from zaqar_otel.bridge import attributes, ids
+from zaqar_otel.bridge.flags import DEFAULT, FLAGS, Flags
 from zaqar_otel.bridge.gate import PROFILED
 from zaqar_otel.bridge.logs import LOG, log_once
 from zaqar_otel.bridge.provider import HintedIdGenerator
+from zaqar_otel.bridge.recorder import LightSpan, Recorder
 
 DEFAULT_MAX_OPEN = 10_000
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_RANDOM_TRACE_ID = 0x02  # W3C trace context level 2 (TraceFlags.RANDOM_TRACE_ID)
+_SAMPLED_RANDOM = TraceFlags(TraceFlags.SAMPLED | _RANDOM_TRACE_ID)
 _NOTHING = attributes.NOTHING
+_NO_INFO: Mapping[str, Any] = {}
 
 
 BRIDGE = context_api.create_key("zaqar_otel.bridge")
-# trace_message_content as read at the outermost span: one request, one policy (and one
-# oslo.config lookup per request instead of one per span)
-CONTENT = context_api.create_key("zaqar_otel.content")
 
 
 def current_bridge(context: context_api.Context | None = None) -> SpanBridge | None:
@@ -55,7 +57,7 @@ def current_bridge(context: context_api.Context | None = None) -> SpanBridge | N
     return value if isinstance(value, SpanBridge) else None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
     span: trace.Span
     token: object
@@ -65,8 +67,12 @@ class _Open:
     held: HeldSpan | None = None
 
 
-def _never(name: str, info: Mapping[str, Any]) -> bool:
-    return False
+def _default_flags() -> Flags:
+    return DEFAULT
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else str(value)
 
 
 class SpanBridge:
@@ -76,23 +82,21 @@ class SpanBridge:
         self,
         tracer: trace.Tracer,
         hints: HintedIdGenerator,
-        skip: Callable[[str, Mapping[str, Any]], bool] = _never,
-        full_statements: Callable[[], bool] = lambda: False,
+        flags: Callable[[], Flags] = _default_flags,
         max_open: int = DEFAULT_MAX_OPEN,
-        content: Callable[[], bool] = lambda: False,
         expected: Callable[[str], bool] = lambda etype: False,
         span_attributes: Mapping[str, attributes.AttributeValue] | None = None,
     ) -> None:
-        """``full_statements`` / ``content``: the ``trace_db_statements`` /
-        ``trace_message_content`` flags (read per span); ``expected(etype)``: an
-        exception that is an answer (a 404), not a failure; ``span_attributes``:
-        added to every span (``host.name`` when the provider's resource lacks it)."""
+        """``flags()``: the ``[profiler]`` flags, read at the start of each request
+        (``zaqar_otel.bridge.flags``); ``expected(etype)``: an exception that is an
+        answer (a 404), not a failure; ``span_attributes``: added to every span
+        (``host.name`` when the provider's resource lacks it)."""
         self.tracer = tracer
         self.hints = hints
-        self.skip = skip
-        self.full_statements = full_statements
-        self.content = content
+        self.flags = flags
         self.expected = expected
+        # LightSpans where the tracer allows (zaqar_otel.bridge.recorder), else SDK spans
+        self.recorder = Recorder.for_tracer(tracer)
         self.span_attributes = dict(span_attributes or {})
         self.max_open = max_open
         self.evicted = 0
@@ -144,67 +148,106 @@ class SpanBridge:
             parent_id = self._skipped[parent_id]
         return parent_id
 
-    def _parent_context(self, base_id: str, parent_id: str | None) -> context_api.Context:
-        current = context_api.get_current()
+    def _parent(self, base_id: str, parent_id: str | None) -> SpanContext | None:
+        """The parent of a new span: an open span, the remote caller, or none (a root)."""
         if not parent_id or parent_id == base_id:
-            return trace.set_span_in_context(trace.INVALID_SPAN, current)
+            return None
         entry = self._open.get(parent_id)
         if entry is not None:
-            return trace.set_span_in_context(entry.span, current)
-        remote = SpanContext(
+            return entry.span.get_span_context()
+        return SpanContext(
             self._trace_id(base_id), ids.span_id(parent_id), is_remote=True, trace_flags=_SAMPLED
         )
-        return trace.set_span_in_context(NonRecordingSpan(remote), current)
 
     def _start(self, payload: Mapping[str, Any], name: str) -> None:
-        element_id = str(payload["trace_id"])
-        base_id = str(payload["base_id"])
-        raw_parent = payload.get("parent_id")
+        element_id = _text(payload["trace_id"])
+        base_id = _text(payload["base_id"])
+        parent_id = payload.get("parent_id")
         # ids are used as keys: whatever a signed header carried, use its text
-        parent_id = None if raw_parent is None else str(raw_parent)
-        info = payload.get("info") or {}
+        if parent_id is not None:
+            parent_id = _text(parent_id)
+        info = payload.get("info") or _NO_INFO
         if type(info) is not dict and not isinstance(info, Mapping):
             raise TypeError("info is not a mapping")
-        if self.skip(name, info):
+        current = context_api.get_current()
+        outermost = current.get(BRIDGE) is not self
+        flags = self._request_flags() if outermost else current.get(FLAGS)
+        if not isinstance(flags, Flags):
+            flags = self._request_flags()
+        if flags.skips(name, info):
             with self._lock:
                 self._skipped[element_id] = parent_id
                 while len(self._skipped) > self.max_open:
                     self._skipped.popitem(last=False)
             return
-        # the flags are read only where they matter (an oslo.config lookup each)
-        statements = "db" in info and self.full_statements()
-        inherited = context_api.get_value(CONTENT)
-        # no bridge span open in this context: read the flag (once per request)
-        request_content = bool(self.content()) if inherited is None else inherited is True
-        content = request_content and (
-            "function" in info or "request" in info or "requests" in info
-        )
+        statements = flags.statements and "db" in info
+        content = flags.content and ("function" in info or "request" in info or "requests" in info)
         capture = attributes.Capture(statements, content) if statements or content else _NOTHING
         span_name, kind, attrs = attributes.describe_start(name, info, capture)
         if self.span_attributes:
             attrs.update(self.span_attributes)
         attrs["osprofiler.id"] = element_id
         attrs["osprofiler.base_id"] = base_id
-        parent_id = self._exported_parent(parent_id)
-        parent = self._parent_context(base_id, parent_id)
-        with self.hints.hint(self._trace_id(base_id), ids.span_id(element_id)):
-            span = self.tracer.start_span(span_name, parent, kind, attrs)
-        current = trace.set_span_in_context(span, parent)
-        if context_api.get_value(BRIDGE, current) is not self:  # outermost span: mark once
-            current = context_api.set_value(
+        if self._skipped:
+            parent_id = self._exported_parent(parent_id)
+        span = self._new_span(span_name, kind, attrs, base_id, element_id, parent_id, current)
+        active = trace.set_span_in_context(span, current)
+        if outermost:  # the request's marks, once
+            active = context_api.set_value(
                 BRIDGE,
                 self,
-                context_api.set_value(
-                    PROFILED, True, context_api.set_value(CONTENT, request_content, current)
-                ),
+                context_api.set_value(PROFILED, True, context_api.set_value(FLAGS, flags, active)),
             )
-        token = context_api.attach(current)
+        token = context_api.attach(active)
+        entry = _Open(span, token, threading.get_ident(), active, parent_id)
         with self._lock:
-            self._open[element_id] = _Open(span, token, threading.get_ident(), current, parent_id)
-            overflow = len(self._open) - self.max_open
-            stale = [self._open.popitem(last=False)[1] for _ in range(max(overflow, 0))]
-        for entry in stale:
-            self._end_unfinished(entry)
+            self._open[element_id] = entry
+            stale = (
+                [self._open.popitem(last=False)[1] for _ in range(len(self._open) - self.max_open)]
+                if len(self._open) > self.max_open
+                else None
+            )
+        if stale:
+            for old in stale:
+                self._end_unfinished(old)
+
+    def _request_flags(self) -> Flags:
+        flags = self.flags()
+        return flags if isinstance(flags, Flags) else DEFAULT
+
+    def _new_span(
+        self,
+        name: str,
+        kind: trace.SpanKind,
+        attrs: dict[str, Any],
+        base_id: str,
+        element_id: str,
+        parent_id: str | None,
+        current: context_api.Context,
+    ) -> trace.Span:
+        """A ``LightSpan`` (``zaqar_otel.bridge.recorder``) if the tracer allows, else an SDK
+        span; with OSProfiler's ids either way."""
+        parent = self._parent(base_id, parent_id)
+        recorder = self.recorder
+        if recorder is not None and recorder.usable():
+            if parent is None:
+                context = SpanContext(
+                    self._trace_id(base_id), ids.span_id(element_id), False, _SAMPLED
+                )
+            else:
+                flags = _SAMPLED_RANDOM if parent.trace_flags & _RANDOM_TRACE_ID else _SAMPLED
+                context = SpanContext(
+                    parent.trace_id, ids.span_id(element_id), False, flags, parent.trace_state
+                )
+            return recorder.start(name, context, parent, kind, attrs)
+        # the SDK's span: its sampler sees a profiled parent context
+        marked = (
+            current if current.get(PROFILED) else context_api.set_value(PROFILED, True, current)
+        )
+        parent_span = trace.INVALID_SPAN if parent is None else NonRecordingSpan(parent)
+        parent_context = trace.set_span_in_context(parent_span, marked)
+        with self.hints.hint(self._trace_id(base_id), ids.span_id(element_id)):
+            return self.tracer.start_span(name, parent_context, kind, attrs)
 
     def _end_unfinished(self, entry: _Open) -> None:
         if entry.held is not None:
@@ -222,7 +265,7 @@ class SpanBridge:
         entry.span.end()
 
     def _stop(self, payload: Mapping[str, Any]) -> None:
-        element_id = str(payload["trace_id"])
+        element_id = _text(payload["trace_id"])
         held = False
         with self._lock:
             entry = self._open.get(element_id)
@@ -239,28 +282,32 @@ class SpanBridge:
             # SQLAlchemy span), evicted, or a stop without start: nothing to end.
             return
         try:
-            info = payload.get("info") or {}
-            if isinstance(info, Mapping):
+            info = payload.get("info")
+            if info and isinstance(info, Mapping) and attributes.stop_matters(info):
                 self.apply_stop(entry.span, info, entry.context)
         finally:
             if entry.thread == threading.get_ident():
                 _detach(entry.token)
             if not held:
                 entry.span.end()
-                self._end_held_children(element_id)
+                if self._held:
+                    self._end_held_children(element_id)
 
     def apply_stop(
         self, span: trace.Span, info: Mapping[str, Any], context: context_api.Context
     ) -> None:
         """What a ``-stop`` (or deferred work that raised) adds to ``span`` (in ``context``)."""
         capture = _NOTHING
-        if (info.get("etype") or "function" in info or "db" in info) and context_api.get_value(
-            CONTENT, context
-        ):
-            capture = attributes.Capture(content=True)
+        if info.get("etype") or "function" in info or "db" in info:
+            flags = context_api.get_value(FLAGS, context)
+            if isinstance(flags, Flags) and flags.content:
+                capture = attributes.Capture(content=True)
         stop = attributes.describe_stop(info, capture, self.expected)
         if stop.attributes:
-            span.set_attributes(stop.attributes)
+            if type(span) is LightSpan:
+                span.set_clean(stop.attributes)
+            else:
+                span.set_attributes(stop.attributes)
         if stop.event is not None:
             span.add_event("exception", stop.event)
         if stop.error is not None:
