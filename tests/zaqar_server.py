@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import Mapping
@@ -15,7 +14,6 @@ from typing import Any
 
 from tests.waiting import wait_for_log, wait_until
 from zaqar_otel.demo import stack
-from zaqar_otel.demo.process import LOCALHOST, pick_port
 from zaqar_otel.demo.stack import create_management_tables, redis_sql_stores
 from zaqar_otel.lookup import client as profiling
 
@@ -67,7 +65,6 @@ class ZaqarServer(stack.ZaqarServer):
         super().__init__(stores, profiler_opts, env, transport=transport)
         self.launcher = launcher
         self.uwsgi_max_requests = uwsgi_max_requests
-        self.stats_port = pick_port() if launcher == "uwsgi" else 0  # wait_until_idle()
         if launcher in ("uwsgi", "gunicorn"):
             self.otel_env["ZAQAR_CONFIG_FILE"] = str(self.conf_path)
 
@@ -85,7 +82,6 @@ class ZaqarServer(stack.ZaqarServer):
                 "unix_signal:15 gracefully_kill_them_all", "--http-socket", address,
                 "--module", app, "--processes", "2", "--max-requests",
                 str(self.uwsgi_max_requests), "--need-app", "--disable-logging",
-                "--stats", f"{LOCALHOST}:{self.stats_port}",
             ]  # fmt: skip
         if self.launcher == "gunicorn":
             return [str(BIN / "gunicorn"), "--bind", address, "--workers", "2", app]
@@ -113,19 +109,6 @@ class ZaqarServer(stack.ZaqarServer):
     def wait_for_log(self, text: str, count: int = 1, timeout: float = 20) -> None:
         """Until ``text`` appears ``count`` times in the server's log."""
         wait_until(lambda: self.log_since(0).count(text) >= count, f"{text!r} x{count}", timeout)
-
-    def wait_until_idle(self, timeout: float = 30) -> None:
-        """uWSGI only: until every worker is idle. uWSGI skips the exit hooks (and so the
-        span flush) of a worker it kills while busy, even just finishing a response."""
-        if self.launcher != "uwsgi":
-            raise ValueError("wait_until_idle() reads uWSGI's stats server: launcher 'uwsgi' only")
-
-        def idle() -> bool:
-            with socket.create_connection((LOCALHOST, self.stats_port), timeout=5) as conn:
-                stats = json.loads(b"".join(iter(lambda: conn.recv(65536), b"")))
-            return all(worker["status"] == "idle" for worker in stats["workers"])
-
-        wait_until(idle, "every uWSGI worker idle", timeout)
 
 
 def client(url: str, project: str = "e2e-project") -> Any:

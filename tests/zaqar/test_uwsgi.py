@@ -32,7 +32,6 @@ def test_uwsgi_workers_recycled_and_stopped_lose_no_span(jaeger_server, redis_se
             with zs.profiled() as base:
                 cli.queue(zs.fresh_queue_name(), force_create=True)
             bases.append(base)
-        server.wait_until_idle()
     finally:
         server.close()  # SIGTERM to the master: a graceful stop
     for base in bases:
