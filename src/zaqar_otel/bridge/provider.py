@@ -72,9 +72,12 @@ class HintedIdGenerator(IdGenerator):
         return self.fallback.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
+        """False for hinted ids; else the fallback's answer (older SDKs' generators, 1.35's
+        among them, have no such method: their ids never claim the W3C random flag)."""
         if getattr(self._local, "ids", None):
             return False
-        return self.fallback.is_trace_id_random()
+        fallback = getattr(self.fallback, "is_trace_id_random", None)
+        return bool(fallback()) if fallback else False
 
 
 class _HashedOnce(Resource):
