@@ -83,7 +83,8 @@ def test_requests_compares_every_configuration_with_not_installed(quick_report):
     for name in bench_requests.CONFIGS:
         assert configs[name]["latency_ratio"] > 0
         assert configs[name]["op_ms_median"] > 0
-    assert configs["disabled"]["bridge_status"]["exported"] == 0
+    # Zaqar 20 and 21 load no OSProfiler driver at all when profiling is disabled: no status
+    assert configs["disabled"]["bridge_status"].get("exported", 0) == 0
     assert configs["enabled-unsigned"]["bridge_status"]["exported"] == 0
     assert configs["enabled-signed"]["bridge_status"]["exported"] > 0
     assert configs["enabled-signed"]["spans_per_request"] > 1

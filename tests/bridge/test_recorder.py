@@ -3,6 +3,7 @@ reaches the provider's processors as the SDK's span would (limits, resource, sco
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from osprofiler import profiler
+from packaging.version import Version
 
 from tests import tracing
 from zaqar_otel.bridge import encoder, export
@@ -274,7 +276,8 @@ def test_a_disabled_tracer_records_nothing():
     provider, memory = _provider()
     tracer = provider.get_tracer("zaqar_otel")
     config = getattr(tracer, "_tracer_config", None)
-    if config is None:
+    if config is None:  # the oldest compat row's SDK (1.35); 1.45 has it: never hidden there
+        assert Version(version("opentelemetry-sdk")) < Version("1.45"), "no _tracer_config"
         pytest.skip("this SDK has no tracer configurator")
     hints = provider.id_generator
     bridge = SpanBridge(tracer, hints)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ def test_collector_down_then_back_spans_resume_and_one_warning_each_way(otlp_rec
     otlp_receiver.fail_with(503, count=3)  # three export attempts refused, then healthy
     result = run_profiled(
         "--requests", "30", "--interval", "0.1",
+        "--force-flush",  # status() after the last export, not while it is under way
         env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",

@@ -208,6 +208,32 @@ def test_unsigned_or_badly_signed_requests_are_served_and_not_traced(
     assert response.status_code == 201
 
 
+def test_each_signed_request_is_its_own_trace_and_leaves_no_profiler_behind(
+    redis_sqlite_zaqar, jaeger_server
+):
+    """Zaqar 20 and 21's own WSGI middleware never cleaned the thread's profiler: the next
+    request in that thread, signed or not, landed in the first request's trace."""
+    cli = zs.client(redis_sqlite_zaqar.url)
+    first_queue, unsigned_queue, control_queue = (zs.fresh_queue_name() for _ in range(3))
+    with zs.profiled() as first:
+        cli.queue(first_queue, force_create=True)
+    before = trace_of(jaeger_server, first, 2)
+    response = requests.put(
+        f"{redis_sqlite_zaqar.url}/v2/queues/{unsigned_queue}",
+        headers={"Client-ID": CLIENT_ID, "X-Project-ID": "e2e-project"},
+        timeout=10,
+    )
+    assert response.status_code == 201
+    with zs.profiled() as control:
+        cli.queue(control_queue, force_create=True)
+    control_tree = trace_of(jaeger_server, control, 2)  # exported after the unsigned request
+    control_root = assert_one_connected_tree(control_tree)
+    assert tags(control_root)["messaging.destination.name"] == control_queue
+    after = Tree(jaeger_server.trace_spans(jaeger_server.get_trace(ids.trace_hex(first))) or [])
+    assert sorted(s["spanID"] for s in after.spans) == sorted(s["spanID"] for s in before.spans)
+    assert tags(assert_one_connected_tree(after))["messaging.destination.name"] == first_queue
+
+
 def test_wrong_hmac_key_is_served_and_exports_nothing(redis_sqlite_zaqar, jaeger_server):
     cli = zs.client(redis_sqlite_zaqar.url)
     with zs.profiled("not-the-server-key") as base:
@@ -280,6 +306,22 @@ def test_enabled_false_exports_nothing(jaeger_server, redis_server, sqlite_url):
     control = jaeger_server.send_control_span()  # the same way in, after them
     traces = [*[v for k, v in bases.items() if k != "queue"], base]
     assert_absent_after_control(jaeger_server, control, traces)
+
+
+def test_trace_wsgi_transport_false_traces_no_request(jaeger_server, redis_server, sqlite_url):
+    """As the option's help says, on every release (Zaqar 22 and 23 traced anyway)."""
+    server = start_server(
+        jaeger_server,
+        redis_sql_stores(redis_server.url, sqlite_url),
+        trace_wsgi_transport="false",
+    )
+    try:
+        bases = workload(server.url)
+    finally:
+        server.close()  # SIGTERM flushes what the server had to export
+    control = jaeger_server.send_control_span()  # the same way in, after them
+    traced = [v for k, v in bases.items() if k != "queue"]
+    assert_absent_after_control(jaeger_server, control, traced)
 
 
 def test_postgresql_management_store(jaeger_server, redis_server, postgres_server):

@@ -153,6 +153,10 @@ class GuardedExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             result = self.inner.export(spans)
+        except requests.RequestException:
+            # the collector is down or does not answer: the OTLP/HTTP exporter before
+            # 1.40 raises requests' ConnectionError / Timeout; later ones return FAILURE
+            result = SpanExportResult.FAILURE
         except Exception:
             result = SpanExportResult.FAILURE
             if not self._failing:

@@ -41,10 +41,17 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.semconv._incubating.attributes.host_attributes import HOST_ARCH, HOST_NAME
+from opentelemetry.semconv._incubating.attributes.process_attributes import (
+    PROCESS_COMMAND_ARGS,
+    PROCESS_COMMAND_LINE,
+)
 from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import Attributes
 
 from zaqar_otel.bridge.gate import in_profiled_request
+
+# opentelemetry-sdk before 1.44 puts the whole command line in the process attributes
+_SECRET_PRONE = (PROCESS_COMMAND_LINE, PROCESS_COMMAND_ARGS)
 
 
 class HintedIdGenerator(IdGenerator):
@@ -75,9 +82,12 @@ class HintedIdGenerator(IdGenerator):
         return self.fallback.generate_span_id()
 
     def is_trace_id_random(self) -> bool:
+        """False for hinted ids; else the fallback's answer (older SDKs' generators, 1.35's
+        among them, have no such method: their ids never claim the W3C random flag)."""
         if getattr(self._local, "ids", None):
             return False
-        return self.fallback.is_trace_id_random()
+        fallback = getattr(self.fallback, "is_trace_id_random", None)
+        return bool(fallback()) if fallback else False
 
 
 class ProfiledSampler(Sampler):
@@ -137,7 +147,8 @@ def resource_for(service: str, host: str | None = None) -> Resource:
         HOST_NAME: host or socket.gethostname(),
         HOST_ARCH: platform.machine(),
     }
-    detected.update(ProcessResourceDetector().detect().attributes)
+    process = ProcessResourceDetector().detect().attributes
+    detected.update({k: v for k, v in process.items() if k not in _SECRET_PRONE})
     merged = Resource.create({**detected, SERVICE_NAME: service}).merge(
         OTELResourceDetector().detect()
     )

@@ -6,6 +6,7 @@ Out: OSProfiler events of Zaqar, named and annotated, handed to the core bridge
 
 * ``patch``: ``install()`` applies the hooks below to Zaqar (idempotent);
 * ``fixes``: Zaqar bugs that ``[profiler]`` flags trip over;
+* ``releases``: what differs between Zaqar 20 to 23, levelled;
 * ``request_span``: the request span outermost, around auth (keystonemiddleware);
 * ``sampled_requests``: there, unsigned requests traced by sampling or a trusted W3C parent;
 * ``middleware``: route, status and messaging attributes on the request span;

@@ -32,7 +32,7 @@ def fixed_loader(original: Any) -> Any:
         flag = "trace_management_store" if control_mode else "trace_message_store"
         if not (conf.profiler.enabled and not getattr(conf.profiler, flag)):
             return original(conf, cache, storage_type, control_mode, control_driver)
-        # Zaqar 23 returns None here; load the driver untraced instead.
+        # Zaqar 20 to 23 return None here; load the driver untraced instead.
         import stevedore
         from zaqar.common import errors
 

@@ -12,6 +12,7 @@ from zaqar_otel.zaqar import (
     lazy,
     middleware,
     notifications,
+    releases,
     request_span,
     stores,
     websocket,
@@ -46,8 +47,16 @@ def install() -> None:
         import zaqar_otel  # noqa: F401  (registers otel://)
 
         _patch(storage_utils, "load_storage_driver", fixes.fixed_loader)
-        _patch(profile, "setup", fixes.authoritative_setup)
-        _patch(profile, "install_wsgi_tracer", request_span.deferred_tracer)
+        if releases.sets_up_profiler_by_hand(profile):  # Zaqar 20 and 21
+            _patch(profile, "setup", lambda _: fixes.authoritative_setup(releases.osprofiler_setup))
+        else:
+            _patch(profile, "setup", fixes.authoritative_setup)
+        # every release: releases.wsgi_tracer, installed outermost by _init_middleware_hooks
+        _patch(
+            profile,
+            "install_wsgi_tracer",
+            lambda _: request_span.deferred_tracer(releases.wsgi_tracer),
+        )
         _patch(wsgi_driver.Driver, "_init_middleware", _init_middleware_hooks)
         _patch(handler.Handler, "process_request", websocket.traced_handler)
         lazy.install()

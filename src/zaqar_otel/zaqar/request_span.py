@@ -15,7 +15,7 @@ The hooks here move the tracer outside everything else Zaqar installs::
 * ``deferred_tracer`` replaces ``profile.install_wsgi_tracer`` during
   ``Driver._init_middleware`` by a no-op;
 * ``outermost_tracer`` wraps ``Driver._init_middleware``: after Zaqar built its chain,
-  the original ``install_wsgi_tracer`` wraps the whole of it (same ``enabled`` logic);
+  the deferred ``install_wsgi_tracer`` (``releases.wsgi_tracer``) wraps the whole of it;
 * ``ResponseStatus`` (just inside the tracer) puts the response status on the request
   span, and, for a request that never reached Falcon's routing (refused by auth), names
   the span by the route Falcon would have used (``PUT /v2/queues/{queue_name}``).
