@@ -297,6 +297,21 @@ def test_scalars_fast_then_the_count_limit_as_the_sdk():
     assert light.dropped_attributes
 
 
+def test_the_bridges_attributes_after_a_sequence_as_the_sdk():
+    """set_clean (a ``-stop``'s attributes) once a sequence made the attributes bounded:
+    the websocket span's status after its message ids (lost on SDK 1.35 before)."""
+
+    def operations(span: Any) -> None:
+        span.set_attribute("ids", ("a", "b"))  # not a scalar: BoundedAttributes from here
+        if isinstance(span, LightSpan):
+            span.set_clean({"zaqar.response.status": 201, "count": 2})
+        else:
+            span.set_attributes({"zaqar.response.status": 201, "count": 2})
+
+    _, light = _same(operations)
+    assert light.attributes["zaqar.response.status"] == 201
+
+
 def test_a_child_span_of_an_instrumentation_is_the_sdks_span():
     """What the DB gate starts (Recorder.start_child) against the SDK's tracer.start_span."""
     provider, memory = _provider()

@@ -170,7 +170,8 @@ class LightSpan(trace.Span, ReadableSpan):
                 return
             current = self._attributes
             if type(current) is not dict:
-                current._set_items(attributes)
+                for key, value in attributes.items():  # as BoundedAttributes of any SDK
+                    current[key] = value
                 return
             for key, value in attributes.items():
                 if key in current:
