@@ -15,6 +15,7 @@ one per test).
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +26,16 @@ from tests.keystone_server import KeystoneServer
 from tests.receiver import ControlledReceiver
 from tests.servers import FerretDBServer, JaegerServer, PostgresServer, RedisServer
 from zaqar_otel.demo import build, process
+
+
+def _hangup_ignored_here(signum: int, frame: object) -> None:
+    """Under ``nohup`` this run survives a hangup; its servers must not ignore SIGHUP."""
+
+
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    # An ignored signal stays ignored across exec, a handled one is reset to its default:
+    # the servers the tests reload with SIGHUP (Zaqar, Keystone) would never reload.
+    signal.signal(signal.SIGHUP, _hangup_ignored_here)
 
 S = TypeVar("S", bound=process.ServerProcess)
 ROOT = Path(__file__).resolve().parent.parent
