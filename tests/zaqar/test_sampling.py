@@ -93,11 +93,17 @@ class Traced:
         )
 
     def control(self) -> str:
-        """A signed request; waits until its trace is in Jaeger (all before it are exported)."""
+        """A signed request; waits until its request span is in Jaeger (it ends last: the
+        whole trace, and all before it, are exported)."""
         with zs.profiled() as base:
             zs.client(self.url).queue(zs.fresh_queue_name(), force_create=True)
-        wait_until(lambda: self.query_trace(ids.trace_hex(base)), f"control trace {base}")
-        return ids.trace_hex(base)
+        hex_id = ids.trace_hex(base)
+
+        def request_span() -> bool:
+            return any(s.kind == "server" for s in self.query_trace(hex_id))
+
+        wait_until(request_span, f"control trace {base} with its request span")
+        return hex_id
 
     def query_trace(self, hex_id: str) -> list[SpanRecord]:
         return self.traces().get(hex_id, [])
